@@ -1,0 +1,349 @@
+"""The payload codec: channel fields to JSON and back, and database rows to model instances.
+
+Codecs are built once per channel field (when the channel class is defined) and once per
+model (on first use), so decoding a message does no type inspection.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from pgpubsub.exceptions import ChannelDefinitionError, PayloadError
+
+Converter = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class FieldCodec:
+    """How one channel field travels: ``encode`` to JSON-ready data, ``decode`` back."""
+
+    encode: Converter
+    decode: Converter
+    description: str
+
+
+class _UnsupportedType(Exception):
+    pass
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _expect(kinds: tuple[type, ...], name: str) -> Converter:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kinds):
+            raise TypeError(f"expected {name}, got {type(value).__name__} {value!r}")
+        return value
+
+    return check
+
+
+def _encode_decimal(value: Any) -> str:
+    if isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return str(Decimal(value))
+    raise TypeError(f"expected Decimal, got {type(value).__name__} {value!r}")
+
+
+def _decode_decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _encode_uuid(value: Any) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        return str(uuid.UUID(value))
+    raise TypeError(f"expected UUID, got {type(value).__name__} {value!r}")
+
+
+def _decode_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _encode_datetime(value: Any) -> str:
+    if not isinstance(value, datetime.datetime):
+        raise TypeError(f"expected datetime, got {type(value).__name__} {value!r}")
+    return value.isoformat()
+
+
+def _decode_datetime(value: Any) -> datetime.datetime:
+    text = str(value)
+    # Python 3.10's fromisoformat does not read a trailing "Z".
+    return datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+
+
+def _encode_date(value: Any) -> str:
+    if isinstance(value, datetime.datetime):
+        return value.date().isoformat()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"expected date, got {type(value).__name__} {value!r}")
+
+
+def _decode_date(value: Any) -> datetime.date:
+    return datetime.date.fromisoformat(str(value))
+
+
+def _encode_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise TypeError(f"expected float, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _encode_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected int, got {type(value).__name__} {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, FieldCodec] = {
+    int: FieldCodec(_encode_int, int, "int"),
+    float: FieldCodec(_encode_float, float, "float"),
+    str: FieldCodec(_expect((str,), "str"), str, "str"),
+    bool: FieldCodec(_expect((bool,), "bool"), bool, "bool"),
+    Decimal: FieldCodec(_encode_decimal, _decode_decimal, "Decimal"),
+    uuid.UUID: FieldCodec(_encode_uuid, _decode_uuid, "UUID"),
+    datetime.datetime: FieldCodec(_encode_datetime, _decode_datetime, "datetime"),
+    datetime.date: FieldCodec(_encode_date, _decode_date, "date"),
+}
+
+# JSON object keys are strings: these turn a key into text and back.
+_KEY_CODECS: dict[Any, FieldCodec] = {
+    str: _SCALARS[str],
+    int: FieldCodec(lambda v: str(_encode_int(v)), int, "int"),
+    float: FieldCodec(lambda v: repr(_encode_float(v)), float, "float"),
+    Decimal: _SCALARS[Decimal],
+    uuid.UUID: _SCALARS[uuid.UUID],
+    datetime.datetime: _SCALARS[datetime.datetime],
+    datetime.date: _SCALARS[datetime.date],
+}
+
+_PASSTHROUGH = FieldCodec(_identity, _identity, "JSON value")
+_UNION_TYPES: tuple[Any, ...] = (typing.Union, types.UnionType)
+
+
+def _optional(inner: FieldCodec) -> FieldCodec:
+    return FieldCodec(
+        lambda v: None if v is None else inner.encode(v),
+        lambda v: None if v is None else inner.decode(v),
+        f"Optional[{inner.description}]",
+    )
+
+
+def _sequence(inner: FieldCodec, container: type) -> FieldCodec:
+    def encode(value: Any) -> list[Any]:
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            raise TypeError(f"expected {container.__name__}, got {type(value).__name__}")
+        return [inner.encode(item) for item in value]
+
+    return FieldCodec(
+        encode,
+        lambda v: container(inner.decode(item) for item in v),
+        f"{container.__name__}[{inner.description}]",
+    )
+
+
+def _fixed_tuple(items: list[FieldCodec]) -> FieldCodec:
+    def encode(value: Any) -> list[Any]:
+        if len(value) != len(items):
+            raise TypeError(f"expected a tuple of {len(items)} items, got {len(value)}")
+        return [codec.encode(item) for codec, item in zip(items, value, strict=False)]
+
+    return FieldCodec(
+        encode,
+        lambda v: tuple(codec.decode(item) for codec, item in zip(items, v, strict=False)),
+        f"tuple[{', '.join(codec.description for codec in items)}]",
+    )
+
+
+def _mapping(key: FieldCodec, value: FieldCodec) -> FieldCodec:
+    def encode(data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected dict, got {type(data).__name__}")
+        return {key.encode(k): value.encode(v) for k, v in data.items()}
+
+    return FieldCodec(
+        encode,
+        lambda d: {key.decode(k): value.decode(v) for k, v in d.items()},
+        f"dict[{key.description}, {value.description}]",
+    )
+
+
+def codec_for_type(hint: Any) -> FieldCodec:
+    """Return the codec of a type annotation, or raise ``_UnsupportedType``."""
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    if hint in (Any, list, dict, tuple, set, frozenset):
+        return _PASSTHROUGH
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in _UNION_TYPES:
+        members = [arg for arg in args if arg is not type(None)]
+        if len(members) == 1 and len(args) == 2:
+            return _optional(codec_for_type(members[0]))
+        raise _UnsupportedType(f"{hint!r}: only Optional[X] unions can be decoded unambiguously")
+    if origin in (list, set, frozenset) and len(args) == 1:
+        return _sequence(codec_for_type(args[0]), origin)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _sequence(codec_for_type(args[0]), tuple)
+        return _fixed_tuple([codec_for_type(arg) for arg in args])
+    if origin is dict and len(args) == 2:
+        if args[0] not in _KEY_CODECS:
+            raise _UnsupportedType(f"dict key type {args[0]!r}")
+        return _mapping(_KEY_CODECS[args[0]], codec_for_type(args[1]))
+    raise _UnsupportedType(repr(hint))
+
+
+def build_channel_codecs(channel: type, hints: dict[str, Any]) -> dict[str, FieldCodec]:
+    """Build the codec of every field of ``channel``; refuse a type that cannot travel."""
+    codecs = {}
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is typing.ClassVar or hint is typing.ClassVar:
+            continue
+        try:
+            codecs[name] = codec_for_type(hint)
+        except _UnsupportedType as exc:
+            supported = ", ".join(codec.description for codec in _SCALARS.values())
+            raise ChannelDefinitionError(
+                f"Field {name!r} of channel {channel.__module__}.{channel.__qualname__} has "
+                f"type {hint!r}, which pgpubsub cannot send ({exc}). Use one of {supported}, "
+                "Optional[...] of those, or list/tuple/set/dict of those."
+            ) from None
+    return codecs
+
+
+def encode_fields(
+    channel_name: str, codecs: dict[str, FieldCodec], values: dict[str, Any]
+) -> dict[str, Any]:
+    """Encode a channel's field values to JSON-ready data, naming the field that is wrong."""
+    encoded = {}
+    for name, value in values.items():
+        try:
+            encoded[name] = codecs[name].encode(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise PayloadError(
+                f"Field {name!r} of channel {channel_name} is declared as "
+                f"{codecs[name].description} but got {value!r}: {exc}"
+            ) from None
+    return encoded
+
+
+def decode_fields(
+    channel_name: str, codecs: dict[str, FieldCodec], data: dict[str, Any]
+) -> dict[str, Any]:
+    """Decode the fields of a channel payload; fields the channel no longer has are ignored."""
+    decoded = {}
+    for name, value in data.items():
+        codec = codecs.get(name)
+        if codec is None:
+            continue
+        try:
+            decoded[name] = codec.decode(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise PayloadError(
+                f"Field {name!r} of channel {channel_name} holds {value!r}, which is not a "
+                f"{codec.description}: {exc}"
+            ) from None
+    return decoded
+
+
+def dumps(data: Any) -> str:
+    """Serialize JSON-ready data compactly."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads_exact(text: str | bytes) -> Any:
+    """Parse JSON keeping every number with a fraction as an exact ``Decimal``."""
+    return json.loads(text, parse_float=Decimal)
+
+
+# --- database rows ---------------------------------------------------------------------
+
+
+def _floats_for_decimals(value: Any) -> Any:
+    """Undo ``loads_exact`` inside a JSONField, whose floats are Python floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_floats_for_decimals(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _floats_for_decimals(item) for key, item in value.items()}
+    return value
+
+
+def _column_converter(field: models.Field[Any, Any]) -> Converter:
+    if isinstance(field, models.JSONField):
+        decoder = field.decoder
+        if decoder is None:
+            return _floats_for_decimals
+        return lambda v: json.loads(json.dumps(_floats_for_decimals(v)), cls=decoder)
+    if isinstance(field, models.BinaryField):
+        return lambda v: bytes.fromhex(v[2:]) if isinstance(v, str) and v[:2] == "\\x" else v
+    return field.to_python
+
+
+class ModelRowDecoder:
+    """Turns a row as PostgreSQL's ``to_jsonb`` writes it into an unsaved model instance.
+
+    Columns are matched to fields by their database column name; a column the model no
+    longer has is ignored and a field the row lacks gets its default, so stored messages
+    survive migrations.
+    """
+
+    def __init__(self, model: type[models.Model]) -> None:
+        self.model = model
+        self._columns: dict[str, tuple[str, str, Converter]] = {
+            str(field.column): (field.attname, field.name, _column_converter(field))
+            for field in model._meta.concrete_fields
+        }
+        # A multi-table child's row holds only its own table: its ancestors share its pk.
+        self._ancestor_pks = [parent._meta.pk.attname for parent in model._meta.get_parent_list()]
+        pk = model._meta.pk
+        self._pk_attname = pk.attname if pk is not None else None
+
+    def decode(self, row: dict[str, Any] | None) -> models.Model | None:
+        if row is None:
+            return None
+        values: dict[str, Any] = {}
+        for column, raw in row.items():
+            spec = self._columns.get(column)
+            if spec is None:
+                continue
+            attname, name, convert = spec
+            try:
+                values[attname] = None if raw is None else convert(raw)
+            except (ValidationError, TypeError, ValueError, ArithmeticError) as exc:
+                raise PayloadError(
+                    f"Column {column!r} of {self.model._meta.label} holds {raw!r}, which "
+                    f"field {name!r} cannot read: {exc}"
+                ) from None
+        if self._pk_attname in values:
+            for attname in self._ancestor_pks:
+                values.setdefault(attname, values[self._pk_attname])
+        return self.model(**values)
+
+
+_row_decoders: dict[type[models.Model], ModelRowDecoder] = {}
+
+
+def row_decoder(model: type[models.Model]) -> ModelRowDecoder:
+    """The (cached) row decoder of ``model``."""
+    decoder = _row_decoders.get(model)
+    if decoder is None:
+        decoder = _row_decoders[model] = ModelRowDecoder(model)
+    return decoder

@@ -1,0 +1,114 @@
+"""The LISTEN connection: a dedicated autocommit connection behind one small interface.
+
+The driver is the one Django uses for the database (psycopg2 or psycopg 3). Waiting blocks
+on the socket, so an idle worker uses no CPU and sends no queries.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.db import connections
+
+
+@dataclass(frozen=True)
+class Message:
+    """A NOTIFY received: the PostgreSQL channel name and its payload text."""
+
+    channel: str
+    payload: str
+
+
+class ListenConnection(Protocol):
+    def listen(self, channels: Iterable[str]) -> None: ...
+
+    def wait(self, timeout: float, wake_fds: Sequence[int] = ()) -> list[Message]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _listen_statement(name: str, sql_module: Any) -> Any:
+    return sql_module.SQL("LISTEN {}").format(sql_module.Identifier(name))
+
+
+class _Psycopg2Listener:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        raw.autocommit = True
+
+    def listen(self, channels: Iterable[str]) -> None:
+        from psycopg2 import sql
+
+        with self._raw.cursor() as cursor:
+            for name in channels:
+                cursor.execute(_listen_statement(name, sql))
+
+    def _drain(self) -> list[Message]:
+        received = [Message(n.channel, n.payload) for n in self._raw.notifies]
+        self._raw.notifies.clear()
+        return received
+
+    def wait(self, timeout: float, wake_fds: Sequence[int] = ()) -> list[Message]:
+        self._raw.poll()
+        if not self._raw.notifies:
+            readable, _, _ = select.select([self._raw, *wake_fds], [], [], max(timeout, 0))
+            if self._raw in readable:
+                self._raw.poll()
+        return self._drain()
+
+    def ping(self) -> None:
+        with self._raw.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _Psycopg3Listener:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        raw.autocommit = True
+        self._pending: list[Message] = []
+        raw.add_notify_handler(lambda n: self._pending.append(Message(n.channel, n.payload)))
+
+    def listen(self, channels: Iterable[str]) -> None:
+        from psycopg import sql
+
+        for name in channels:
+            self._raw.execute(_listen_statement(name, sql))
+
+    def wait(self, timeout: float, wake_fds: Sequence[int] = ()) -> list[Message]:
+        if not self._pending:
+            readable, _, _ = select.select([self._raw.fileno(), *wake_fds], [], [], max(timeout, 0))
+            if self._raw.fileno() in readable:
+                # An empty query makes psycopg read what arrived and call the handler.
+                self._raw.execute("")
+        received, self._pending = self._pending, []
+        return received
+
+    def ping(self) -> None:
+        self._raw.execute("SELECT 1")
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def driver_module(using: str) -> Any:
+    """The DB-API module (psycopg2 or psycopg) Django uses for database ``using``."""
+    return getattr(connections[using], "Database")  # noqa: B009 (absent from the stubs)
+
+
+def open_listen_connection(using: str) -> ListenConnection:
+    """Open a new autocommit connection to database ``using``, never a pooled one."""
+    params = dict(connections[using].get_connection_params())
+    params.pop("pool", None)
+    driver = driver_module(using)
+    raw = driver.connect(**params)
+    if driver.__name__ == "psycopg":
+        return _Psycopg3Listener(raw)
+    return _Psycopg2Listener(raw)

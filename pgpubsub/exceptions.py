@@ -1,0 +1,44 @@
+"""Exceptions raised by pgpubsub.
+
+Every exception derives from :class:`PgPubSubError`, and every message names what is
+wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class PgPubSubError(Exception):
+    """Base class of every error pgpubsub raises."""
+
+
+class ChannelNotFound(PgPubSubError, LookupError):
+    """A channel named by a dotted path or a PostgreSQL channel name does not exist."""
+
+    def __init__(self, name: str, hint: str | None = None) -> None:
+        self.name = name
+        message = f"Channel {name!r} not found"
+        message += (
+            f": {hint}"
+            if hint
+            else (
+                ": is it defined in the module the path names (for example in the app's "
+                "channels.py), spelled with its full dotted path, and is its app in INSTALLED_APPS?"
+            )
+        )
+        super().__init__(message)
+
+
+class ChannelDefinitionError(PgPubSubError, TypeError):
+    """A channel class is declared in a way pgpubsub cannot serve."""
+
+
+class ListenerRegistrationError(PgPubSubError, TypeError):
+    """A listener decorator was applied to something it cannot register."""
+
+
+class NotificationContextError(PgPubSubError):
+    """set_notification_context() was called where it cannot take effect."""
+
+
+class PayloadError(PgPubSubError, ValueError):
+    """A payload could not be encoded for, or decoded from, a channel."""

@@ -1,0 +1,130 @@
+"""``manage.py listen``: run the listeners of the project's channels."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS
+
+from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.registry import registry
+from pgpubsub.supervisor import LogOptions, Supervisor, configure_logging
+from pgpubsub.worker import Worker, WorkerOptions
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Listen on pgpubsub channels and run their listeners. By default a supervising "
+        "process runs the workers and restarts any that dies."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--channels",
+            nargs="+",
+            default=[],
+            metavar="DOTTED_PATH",
+            help="Channels to listen to, as full dotted paths (e.g. 'blog.channels.PostReads'). "
+            "Default: every channel that has listeners.",
+        )
+        parser.add_argument(
+            "--exclude-channels",
+            nargs="+",
+            default=[],
+            metavar="DOTTED_PATH",
+            help="Channels not to listen to, so that a slow channel can get its own pool.",
+        )
+        parser.add_argument(
+            "--processes",
+            type=_positive_int,
+            default=None,
+            help="Number of worker processes (default 1). On a channel with "
+            "lock_notifications = True each message is handled by exactly one of them; "
+            "otherwise every process handles every message.",
+        )
+        parser.add_argument(
+            "--recover",
+            action="store_true",
+            help="At start, process every stored notification of the selected lockable "
+            "channels (in small batches), logging progress.",
+        )
+        parser.add_argument(
+            "--loglevel", choices=_LOG_LEVELS, default="info", help="Log level (default: info)."
+        )
+        parser.add_argument(
+            "--logformat",
+            default=None,
+            help="Log format in Python logging's %%-style syntax, "
+            "e.g. '%%(asctime)s %%(message)s'.",
+        )
+        parser.add_argument(
+            "--worker",
+            action="store_true",
+            help="Run a single worker in this process, without a supervisor (for systemd, "
+            "Kubernetes and the like). Cannot be combined with --processes.",
+        )
+        parser.add_argument(
+            "--no-restart-on-failure",
+            action="store_true",
+            help="Do not replace a worker process that exits or crashes.",
+        )
+        parser.add_argument(
+            "--worker-start-method",
+            choices=("spawn", "fork"),
+            default="spawn",
+            help="How worker processes are started: 'spawn' (default) or 'fork' (faster; "
+            "not safe if the process has started threads).",
+        )
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            help="Database alias to listen on (default: 'default').",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["worker"] and (options["processes"] or 1) > 1:
+            raise CommandError("--worker runs exactly one worker: remove --processes.")
+        log = LogOptions(level=options["loglevel"], format=options["logformat"])
+        if options["verbosity"] > 1 and options["loglevel"] == "info":
+            log = LogOptions(level="debug", format=options["logformat"])
+        configure_logging(log)
+        worker_options = WorkerOptions(
+            channels=tuple(options["channels"]),
+            exclude_channels=tuple(options["exclude_channels"]),
+            recover=options["recover"],
+            using=options["database"],
+        )
+        try:
+            selected = registry.select(
+                include=worker_options.channels, exclude=worker_options.exclude_channels
+            )
+        except ChannelNotFound as exc:
+            raise CommandError(str(exc)) from None
+        if not selected:
+            raise CommandError(
+                "No channel to listen to: no listener is registered (are your listeners.py "
+                "modules in installed apps?) or --exclude-channels excluded them all."
+            )
+        if options["worker"]:
+            code = Worker(worker_options).run()
+        else:
+            code = Supervisor(
+                worker_options,
+                processes=options["processes"] or 1,
+                start_method=options["worker_start_method"],
+                restart_on_failure=not options["no_restart_on_failure"],
+                log=log,
+            ).run()
+        if code:
+            raise SystemExit(code)

@@ -1,0 +1,85 @@
+"""The stored messages: queued notifications of lockable channels, and oversized payloads."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def pending(self) -> NotificationQuerySet:
+        """Notifications still to be delivered (due now or after a retry delay)."""
+        return self.filter(failed_at__isnull=True)
+
+    def failed(self) -> NotificationQuerySet:
+        """Notifications that exhausted their attempts (dead letters)."""
+        return self.filter(failed_at__isnull=False)
+
+
+class Notification(models.Model):
+    """A message of a channel with ``lock_notifications = True``.
+
+    The row is written in the same transaction as the change it describes and deleted in
+    the same transaction as the effects of its callbacks, so each message is handled once.
+    A message whose callbacks keep failing is retried with a growing delay and, after
+    ``PGPUBSUB_MAX_ATTEMPTS`` attempts, kept with ``failed_at`` set for a person to inspect.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=63)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(null=True, default=timezone.now)
+    #: The id of the latest applied migration of the sending model's app.
+    db_version = models.IntegerField(null=True)
+    attempts = models.PositiveIntegerField(default=0)
+    available_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        app_label = "pgpubsub"
+        indexes = [
+            models.Index(
+                fields=["channel", "id"],
+                name="pgpubsub_notification_queue",
+                condition=Q(failed_at__isnull=True),
+            ),
+            models.Index(
+                fields=["channel", "id"],
+                name="pgpubsub_notification_failed",
+                condition=Q(failed_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} #{self.pk}"
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``retrying`` or ``failed``."""
+        if self.failed_at is not None:
+            return "failed"
+        return "retrying" if self.attempts else "pending"
+
+
+class BroadcastPayload(models.Model):
+    """The payload of a fan-out message too large for NOTIFY (8000 bytes).
+
+    NOTIFY then carries only this row's id; every listener reads the row, and workers
+    delete it after ``PGPUBSUB_BROADCAST_RETENTION`` seconds.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=63)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        app_label = "pgpubsub"
+
+    def __str__(self) -> str:
+        return f"{self.channel} broadcast #{self.pk}"

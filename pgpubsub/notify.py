@@ -1,0 +1,78 @@
+"""The send side: ``notify()`` for plain channels and the payload context for triggers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.apps import apps
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from pgpubsub import codec
+from pgpubsub.channel import BaseChannel, Channel, locate_channel
+from pgpubsub.conf import get_settings
+from pgpubsub.exceptions import NotificationContextError, PayloadError
+
+_CONTEXT_SETTING = "pgpubsub.notification_context"
+
+
+def _app_label(channel: type[BaseChannel]) -> str:
+    config = apps.get_containing_app_config(channel.__module__)
+    return config.label if config is not None else ""
+
+
+def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: Any) -> None:
+    """Send a message on a plain channel, with the channel's fields as keyword arguments.
+
+    Inside a transaction the message is sent (and, on a lockable channel, stored) when the
+    transaction commits, and not at all if it rolls back. Values travel as bound
+    parameters, so any text is safe.
+
+    Example::
+
+        pgpubsub.notify("blog.channels.PostReads", post_id=post.pk)
+
+    Raises:
+        ChannelNotFound: ``channel`` names no channel.
+        PayloadError: a field is missing, unknown, or of the wrong type.
+    """
+    channel_cls = locate_channel(channel)
+    if not issubclass(channel_cls, Channel):
+        raise PayloadError(
+            f"{channel_cls.name()} is a TriggerChannel: its messages come from database "
+            "triggers; notify() sends on plain Channel classes only."
+        )
+    payload = codec.dumps(channel_cls.build_payload(kwargs))
+    with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(
+            "SELECT pgpubsub_send_v1(%s, %s, %s, %s::jsonb[])",
+            [
+                channel_cls.listen_safe_name(),
+                channel_cls.lock_notifications,
+                _app_label(channel_cls),
+                [payload],
+            ],
+        )
+
+
+def set_notification_context(context: dict[str, Any], using: str | None = None) -> None:
+    """Attach ``context`` to every trigger payload sent from this connection.
+
+    The context lasts for the database session, or for the current transaction only when
+    ``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``. Callbacks receive it as ``context``
+    when ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``.
+
+    Raises:
+        NotificationContextError: transaction-bound context outside ``transaction.atomic()``.
+    """
+    tx_bound = get_settings().tx_bound_notification_context
+    connection = connections[using or DEFAULT_DB_ALIAS]
+    if tx_bound and not connection.in_atomic_block:
+        raise NotificationContextError(
+            "PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT is True, so the context lasts for one "
+            "transaction: call set_notification_context() inside transaction.atomic()."
+        )
+    text = json.dumps(context, cls=DjangoJSONEncoder)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, %s, %s)", [_CONTEXT_SETTING, text, tx_bound])

@@ -1,0 +1,182 @@
+"""Running callbacks for messages: stored (lockable) batches and fan-out messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import Q
+from django.utils.module_loading import import_string
+
+from pgpubsub import codec, queue
+from pgpubsub.channel import BaseChannel
+from pgpubsub.conf import PgPubSubSettings, get_settings
+from pgpubsub.registry import ChannelRegistry, registry
+
+logger = logging.getLogger(__name__)
+
+
+def decode_payload(channel: type[BaseChannel], text: str) -> dict[str, Any]:
+    """Parse payload JSON; trigger rows keep numeric columns exact (``Decimal``)."""
+    data = codec.loads_exact(text) if channel.is_trigger_channel() else json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"payload of {channel.name()} is not a JSON object: {text[:200]!r}")
+    return data
+
+
+def listener_filter(settings: PgPubSubSettings) -> Q | None:
+    """The Q of ``PGPUBSUB_LISTENER_FILTER``, if one is configured."""
+    if not settings.listener_filter:
+        return None
+    provider = import_string(settings.listener_filter)
+    return provider().get_filter()
+
+
+class Dispatcher:
+    """Calls the callbacks registered on a channel with a decoded payload."""
+
+    def __init__(self, registry: ChannelRegistry, settings: PgPubSubSettings) -> None:
+        self._registry = registry
+        self._pass_context = settings.pass_context_to_listeners
+
+    def deliver(self, channel: type[BaseChannel], payload: dict[str, Any]) -> int:
+        """Run every callback of ``channel`` that accepts ``payload``; return how many ran."""
+        kwargs = channel.callback_kwargs(payload)
+        if self._pass_context:
+            kwargs["context"] = payload.get("context") or {}
+        ran = 0
+        for listener in self._registry.listeners_for(channel):
+            if listener.accepts(payload):
+                listener.callback(**kwargs)
+                ran += 1
+        return ran
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    processed: int = 0
+    failed: int = 0
+
+
+class StoredProcessor:
+    """Claims stored notifications in batches and runs their callbacks exactly once.
+
+    Each batch is one transaction: its rows are locked, each message's callbacks run in a
+    savepoint, and handled rows are deleted before the commit. A failing message rolls back
+    its own savepoint only and is scheduled for a retry (or marked failed).
+    """
+
+    def __init__(
+        self,
+        *,
+        using: str = DEFAULT_DB_ALIAS,
+        settings: PgPubSubSettings | None = None,
+        channel_registry: ChannelRegistry | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.using = using
+        self.settings = settings or get_settings()
+        self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
+        self.extra_filter = listener_filter(self.settings)
+        self.should_stop = should_stop
+
+    def process_batch(self, channel: type[BaseChannel]) -> BatchResult:
+        result = BatchResult()
+        with transaction.atomic(using=self.using):
+            messages = queue.claim_batch(
+                channel.listen_safe_name(),
+                self.settings.batch_size,
+                using=self.using,
+                extra_filter=self.extra_filter,
+            )
+            result.claimed = len(messages)
+            handled: list[int] = []
+            for message in messages:
+                if self.should_stop():
+                    break  # the rest stay stored and are unlocked at commit
+                if self._process_one(channel, message):
+                    handled.append(message.id)
+                else:
+                    result.failed += 1
+            queue.delete_messages(handled, using=self.using)
+            result.processed = len(handled)
+        return result
+
+    def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
+        try:
+            with transaction.atomic(using=self.using):
+                self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+        except Exception:
+            error = traceback.format_exc()
+            dead = queue.record_failure(message, error, using=self.using, settings=self.settings)
+            logger.error(
+                "Notification %s of channel %s failed (attempt %s of %s)%s",
+                message.id,
+                channel.name(),
+                message.attempts + 1,
+                self.settings.max_attempts,
+                ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+                exc_info=True,
+                extra={
+                    "action": "failed" if dead else "retry",
+                    "channel": channel.name(),
+                    "notification_id": message.id,
+                    "attempt": message.attempts + 1,
+                },
+            )
+            return False
+        logger.debug(
+            "Processed notification %s of channel %s: %s",
+            message.id,
+            channel.name(),
+            message.payload_text,
+            extra={"action": "processed", "channel": channel.name(), "notification_id": message.id},
+        )
+        return True
+
+    def drain(self, channel: type[BaseChannel]) -> BatchResult:
+        """Process batches of ``channel`` until none is due (or a stop is requested)."""
+        total = BatchResult()
+        while not self.should_stop():
+            batch = self.process_batch(channel)
+            total.claimed += batch.claimed
+            total.processed += batch.processed
+            total.failed += batch.failed
+            if batch.claimed < self.settings.batch_size:
+                break
+        return total
+
+
+def deliver_fanout(
+    dispatcher: Dispatcher, channel: type[BaseChannel], payload: dict[str, Any], using: str
+) -> bool:
+    """Run the callbacks of a fan-out message; a failure is logged and the worker carries on."""
+    try:
+        with transaction.atomic(using=using):
+            dispatcher.deliver(channel, payload)
+    except Exception:
+        logger.exception(
+            "A listener of channel %s failed on a fan-out message (not retried)",
+            channel.name(),
+            extra={"action": "failed", "channel": channel.name()},
+        )
+        return False
+    return True
+
+
+def process_stored_notifications(
+    channels: Iterable[type[BaseChannel] | str] | None = None, using: str | None = None
+) -> int:
+    """Process every stored notification of ``channels`` (default: every lockable channel).
+
+    Runs in the calling process; returns the number of notifications handled.
+    """
+    selected = [c for c in registry.select(include=channels) if c.lock_notifications]
+    processor = StoredProcessor(using=using or DEFAULT_DB_ALIAS)
+    return sum(processor.drain(channel).processed for channel in selected)

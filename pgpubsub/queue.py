@@ -1,0 +1,125 @@
+"""Storage operations on queued notifications: claim, complete, fail, retry, prune.
+
+Claims lock rows by primary key with ``FOR UPDATE SKIP LOCKED`` in small batches, through
+a partial index on pending rows, so the cost of a claim does not grow with the number of
+stored rows of other channels or of failed rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connections
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast, Now
+from django.utils import timezone
+
+from pgpubsub.conf import PgPubSubSettings
+from pgpubsub.models import BroadcastPayload, Notification
+
+_MAX_ERROR_LENGTH = 20_000
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A claimed notification: locked by the current transaction until it ends."""
+
+    id: int
+    channel: str
+    payload_text: str
+    attempts: int
+
+
+def claim_batch(
+    channel: str, limit: int, *, using: str, extra_filter: Q | None = None
+) -> list[StoredMessage]:
+    """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    Must run inside a transaction; rows locked by other workers are skipped.
+    """
+    queryset = Notification.objects.using(using).filter(
+        channel=channel, failed_at__isnull=True, available_at__lte=Now()
+    )
+    if extra_filter is not None:
+        queryset = queryset.filter(extra_filter)
+    rows = (
+        queryset.order_by("id")
+        .select_for_update(skip_locked=True)
+        .annotate(payload_text=Cast("payload", TextField()))
+        .values_list("id", "payload_text", "attempts")[:limit]
+    )
+    return [StoredMessage(pk, channel, text, attempts) for pk, text, attempts in rows]
+
+
+def delete_messages(ids: Sequence[int], *, using: str) -> None:
+    """Delete handled notifications (in the transaction that ran their callbacks)."""
+    if not ids:
+        return
+    table = connections[using].ops.quote_name(Notification._meta.db_table)
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [list(ids)])
+
+
+def retry_delay(attempts: int, settings: PgPubSubSettings) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: doubling, capped."""
+    return float(
+        min(settings.retry_backoff * (2 ** max(attempts - 1, 0)), settings.retry_backoff_max)
+    )
+
+
+def record_failure(
+    message: StoredMessage, error: str, *, using: str, settings: PgPubSubSettings
+) -> bool:
+    """Count a failed attempt; return True when the message is now marked failed."""
+    attempts = message.attempts + 1
+    now = timezone.now()
+    dead = attempts >= settings.max_attempts
+    Notification.objects.using(using).filter(pk=message.id).update(
+        attempts=attempts,
+        last_attempt_at=now,
+        last_error=error[-_MAX_ERROR_LENGTH:],
+        available_at=now + timedelta(seconds=retry_delay(attempts, settings)),
+        failed_at=now if dead else None,
+    )
+    return dead
+
+
+def retry_failed(
+    *, using: str, channels: Sequence[str] | None = None, ids: Sequence[int] | None = None
+) -> int:
+    """Put failed notifications back in the queue with a fresh attempt count."""
+    queryset = Notification.objects.using(using).failed()
+    if channels:
+        queryset = queryset.filter(channel__in=channels)
+    if ids:
+        queryset = queryset.filter(pk__in=ids)
+    return queryset.update(failed_at=None, attempts=0, available_at=Now())
+
+
+def count_due(channels: Sequence[str], *, using: str) -> int:
+    """Notifications of ``channels`` waiting to be processed now."""
+    return (
+        Notification.objects.using(using)
+        .filter(channel__in=channels, failed_at__isnull=True, available_at__lte=Now())
+        .count()
+    )
+
+
+def load_broadcast(ref: int, *, using: str) -> str | None:
+    """The payload text of an oversized fan-out message, or None once it was pruned."""
+    rows = (
+        BroadcastPayload.objects.using(using)
+        .filter(pk=ref)
+        .annotate(payload_text=Cast("payload", TextField()))
+        .values_list("payload_text", flat=True)
+    )
+    return next(iter(rows), None)
+
+
+def prune_broadcasts(retention: float, *, using: str) -> int:
+    """Delete oversized fan-out payloads older than ``retention`` seconds."""
+    cutoff = timezone.now() - timedelta(seconds=retention)
+    deleted, _ = BroadcastPayload.objects.using(using).filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,112 @@
+"""The registry of channels and the listeners (callbacks) registered on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pgpubsub.channel import BaseChannel, locate_channel
+from pgpubsub.exceptions import ChannelDefinitionError, ChannelNotFound
+
+Callback = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A callback registered on a channel.
+
+    ``triggers`` names the pgpubsub triggers whose messages the callback handles (``None``:
+    every message of the channel). ``operations`` is used for messages stored by
+    django-pgpubsub 1.3, which do not name their trigger.
+    """
+
+    channel: type[BaseChannel]
+    callback: Callback
+    triggers: frozenset[str] | None = None
+    operations: frozenset[str] | None = None
+
+    @property
+    def key(self) -> tuple[str, str, frozenset[str] | None]:
+        return (self.callback.__module__, self.callback.__qualname__, self.triggers)
+
+    def accepts(self, payload: dict[str, Any]) -> bool:
+        if self.triggers is None:
+            return True
+        trigger = payload.get("trigger")
+        if trigger is not None:
+            return trigger in self.triggers
+        return self.operations is None or _legacy_operation(payload) in self.operations
+
+
+def _legacy_operation(payload: dict[str, Any]) -> str:
+    if payload.get("old") is None:
+        return "insert"
+    return "delete" if payload.get("new") is None else "update"
+
+
+class ChannelRegistry:
+    """Channels that have listeners, indexed by class and by PostgreSQL channel name."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[type[BaseChannel], list[Listener]] = {}
+        self._by_pg_name: dict[str, type[BaseChannel]] = {}
+
+    def register(self, listener: Listener) -> None:
+        """Add a listener; registering the same callback twice is a no-op."""
+        channel = listener.channel
+        pg_name = channel.listen_safe_name()
+        known = self._by_pg_name.get(pg_name)
+        if known is not None and known.name() != channel.name():
+            raise ChannelDefinitionError(
+                f"Channels {known.name()} and {channel.name()} map to the same PostgreSQL "
+                f"channel {pg_name!r}: rename one of them."
+            )
+        self._by_pg_name[pg_name] = channel
+        listeners = self._listeners.setdefault(channel, [])
+        if all(existing.key != listener.key for existing in listeners):
+            listeners.append(listener)
+
+    def listeners_for(self, channel: type[BaseChannel]) -> list[Listener]:
+        return self._listeners.get(channel, [])
+
+    def channel_for(self, pg_name: str) -> type[BaseChannel] | None:
+        return self._by_pg_name.get(pg_name)
+
+    def channels(self) -> list[type[BaseChannel]]:
+        return list(self._listeners)
+
+    def select(
+        self,
+        include: Iterable[type[BaseChannel] | str] | None = None,
+        exclude: Iterable[type[BaseChannel] | str] | None = None,
+    ) -> list[type[BaseChannel]]:
+        """Registered channels, limited to ``include`` (and their subclasses) minus ``exclude``.
+
+        Raises:
+            ChannelNotFound: when a path names no channel, or a channel without listeners.
+        """
+        selected = self.channels()
+        if include:
+            wanted = [self._registered(locate_channel(item)) for item in include]
+            selected = [c for c in selected if issubclass(c, tuple(wanted))]
+        if exclude:
+            unwanted = tuple(self._registered(locate_channel(item)) for item in exclude)
+            selected = [c for c in selected if not issubclass(c, unwanted)]
+        return selected
+
+    def _registered(self, channel: type[BaseChannel]) -> type[BaseChannel]:
+        if not any(issubclass(known, channel) for known in self._listeners):
+            raise ChannelNotFound(
+                channel.name(),
+                "the channel exists but no listener is registered on it: is the module that "
+                "declares its listeners (listeners.py of an installed app) imported?",
+            )
+        return channel
+
+    def clear(self) -> None:
+        self._listeners.clear()
+        self._by_pg_name.clear()
+
+
+registry = ChannelRegistry()

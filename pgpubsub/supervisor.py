@@ -1,0 +1,215 @@
+"""The supervisor: runs N worker processes, restarts those that die, forwards signals.
+
+Workers never start their own successors; only this parent does, with a bounded backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from django.db import connections
+
+from pgpubsub.conf import get_settings
+from pgpubsub.worker import WorkerOptions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 30.0
+_HEALTHY_AFTER = 10.0  # a child that lived this long restarts without delay
+_KILL_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    level: str = "info"
+    format: str | None = None
+
+
+def configure_logging(options: LogOptions) -> None:
+    """Configure the root logger for a process that ``listen`` owns."""
+    logging.basicConfig(
+        level=options.level.upper(), format=options.format or DEFAULT_LOG_FORMAT, force=True
+    )
+
+
+def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
+    """Entry point of a worker child process (must be importable for ``spawn``)."""
+    # Own process group: a Ctrl-C in the terminal reaches the parent only, which forwards it
+    # once; otherwise the child would see two signals and stop at once.
+    os.setpgrp()
+    configure_logging(log)
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    from pgpubsub.worker import Worker
+
+    sys.exit(Worker(options).run())
+
+
+@dataclass
+class _Slot:
+    number: int
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    backoff: float = _BACKOFF_START
+    restart_at: float | None = None
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts ``processes`` workers and keeps them running until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        processes: int = 1,
+        start_method: str = "spawn",
+        restart_on_failure: bool = True,
+        log: LogOptions | None = None,
+    ) -> None:
+        self.options = options
+        self.context: Any = multiprocessing.get_context(start_method)
+        self.restart_on_failure = restart_on_failure
+        self.log = log or LogOptions()
+        self.slots = [_Slot(number) for number in range(processes)]
+        self.stopping = False
+        self._stop_deadline = 0.0
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+
+    def run(self) -> int:
+        """Supervise until stopped; return the exit code for the command."""
+        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        # Children must not share the parent's database sockets (fork) and do not need them.
+        connections.close_all()
+        for slot in self.slots:
+            self._start(slot)
+        while True:
+            self._wait()
+            self._reap()
+            if self.stopping:
+                if not self._alive():
+                    logger.info("All workers stopped", extra={"action": "stopped"})
+                    return 0
+                if time.monotonic() > self._stop_deadline:
+                    self._kill_remaining()
+                continue
+            self._restart_due()
+            if not self._alive() and all(slot.restart_at is None for slot in self.slots):
+                failed = any(code != 0 for slot in self.slots for code in slot.exit_codes)
+                return 1 if failed else 0
+
+    def _start(self, slot: _Slot) -> None:
+        process = self.context.Process(
+            target=run_worker_process,
+            args=(self.options, self.log),
+            name=f"pgpubsub-worker-{slot.number}",
+        )
+        process.start()
+        slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        logger.info(
+            "Started worker %s (pid %s)",
+            slot.number,
+            process.pid,
+            extra={"action": "worker_started", "pid": process.pid},
+        )
+
+    def _alive(self) -> list[BaseProcess]:
+        return [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+
+    def _wait(self) -> None:
+        waitables: list[object] = [p.sentinel for p in self._alive()]
+        waitables.append(self._wake_read)
+        timeouts = [s.restart_at - time.monotonic() for s in self.slots if s.restart_at]
+        timeout = max(0.0, min([1.0, *timeouts]))
+        multiprocessing.connection.wait(waitables, timeout=timeout)  # type: ignore[arg-type]
+        try:
+            while os.read(self._wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            code = process.exitcode if process.exitcode is not None else -1
+            slot.process = None
+            slot.exit_codes.append(code)
+            if self.stopping:
+                continue
+            reason = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            if not self.restart_on_failure:
+                logger.error(
+                    "Worker %s (pid %s) %s; not restarting (--no-restart-on-failure)",
+                    slot.number,
+                    process.pid,
+                    reason,
+                    extra={"action": "worker_died", "exit_code": code},
+                )
+                continue
+            lived = time.monotonic() - slot.started_at
+            slot.backoff = (
+                _BACKOFF_START if lived > _HEALTHY_AFTER else min(slot.backoff * 2, _BACKOFF_MAX)
+            )
+            delay = 0.0 if lived > _HEALTHY_AFTER else slot.backoff
+            slot.restart_at = time.monotonic() + delay
+            logger.error(
+                "Worker %s (pid %s) %s; restarting in %.1f s",
+                slot.number,
+                process.pid,
+                reason,
+                delay,
+                extra={"action": "worker_died", "exit_code": code},
+            )
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                self._start(slot)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.stopping:
+            logger.info(
+                "%s received: stopping %s worker(s)",
+                name,
+                len(self._alive()),
+                extra={"action": "shutting_down"},
+            )
+            self.stopping = True
+            self._stop_deadline = time.monotonic() + get_settings().shutdown_timeout + _KILL_GRACE
+            for slot in self.slots:
+                slot.restart_at = None
+        else:
+            logger.warning("Second %s: workers stop at once", name, extra={"action": "killed"})
+        for process in self._alive():
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def _kill_remaining(self) -> None:
+        for process in self._alive():
+            if process.pid is not None:
+                logger.error("Worker pid %s did not stop in time: killing it", process.pid)
+                os.kill(process.pid, signal.SIGKILL)

@@ -1,0 +1,380 @@
+"""The worker: listens on its channels and processes their messages until told to stop.
+
+NOTIFY only wakes the worker; the stored rows are the truth. The worker also scans its
+lockable channels every ``PGPUBSUB_POLL_INTERVAL`` seconds, so a NOTIFY lost during a
+reconnect, or a message left by a killed worker, costs latency and never a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
+
+from pgpubsub import codec, queue
+from pgpubsub.channel import BaseChannel
+from pgpubsub.conf import PgPubSubSettings, get_settings
+from pgpubsub.connection import (
+    ListenConnection,
+    Message,
+    driver_module,
+    open_listen_connection,
+)
+from pgpubsub.processing import BatchResult, Dispatcher, StoredProcessor, deliver_fanout
+from pgpubsub.registry import registry
+
+logger = logging.getLogger(__name__)
+
+_PROGRESS_INTERVAL = 5.0
+_RECONNECT_BACKOFF_MAX = 10.0
+_PRUNE_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker listens to; picklable, so a supervisor can hand it to a child process."""
+
+    channels: tuple[str, ...] = ()
+    exclude_channels: tuple[str, ...] = ()
+    recover: bool = False
+    using: str = DEFAULT_DB_ALIAS
+
+
+@dataclass
+class _Stats:
+    processed: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Runs the listeners of the selected channels in the current process.
+
+    First SIGTERM/SIGINT: finish the current message, commit, exit 0 (within
+    ``PGPUBSUB_SHUTDOWN_TIMEOUT``). Second signal: exit at once; an unfinished stored message
+    is rolled back and stays stored for another worker.
+    """
+
+    def __init__(self, options: WorkerOptions, settings: PgPubSubSettings | None = None) -> None:
+        self.options = options
+        self.settings = settings or get_settings()
+        self.channels = registry.select(include=options.channels, exclude=options.exclude_channels)
+        self.lockable = [c for c in self.channels if c.lock_notifications]
+        self.stopping = False
+        self._listener: ListenConnection | None = None
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._processor = StoredProcessor(
+            using=options.using, settings=self.settings, should_stop=lambda: self.stopping
+        )
+        self._dispatcher = Dispatcher(registry, self.settings)
+        self._stats = _Stats()
+        self._last_prune = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Listen and process until stopped; return the process exit code."""
+        self._install_signal_handlers()
+        logger.info(
+            "Worker %s started on channels: %s",
+            os.getpid(),
+            ", ".join(c.name() for c in self.channels) or "(none)",
+            extra={"action": "started", "channels": [c.name() for c in self.channels]},
+        )
+        outage_started: float | None = None
+        backoff = 0.5
+        first_connection = True
+        connection_errors: tuple[type[BaseException], ...] = (
+            OperationalError,
+            InterfaceError,
+            *self._driver_errors(),
+        )
+        while not self.stopping:
+            try:
+                self._connect()
+                outage_started, backoff = None, 0.5
+                if first_connection and self.options.recover:
+                    self._recover()
+                else:
+                    self._drain_all()
+                first_connection = False
+                self._serve()
+            except connection_errors as exc:
+                self._disconnect()
+                if self.stopping:
+                    break
+                now = time.monotonic()
+                outage_started = outage_started or now
+                if now - outage_started > self.settings.reconnect_timeout:
+                    logger.error(
+                        "No database for %.0f s (PGPUBSUB_RECONNECT_TIMEOUT): giving up",
+                        now - outage_started,
+                        extra={"action": "gave_up"},
+                    )
+                    return 1
+                logger.warning(
+                    "Lost the database connection (%s); reconnecting in %.1f s",
+                    str(exc).strip() or type(exc).__name__,
+                    backoff,
+                    extra={"action": "reconnecting"},
+                )
+                self._sleep(backoff)
+                backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
+        self._disconnect()
+        logger.info(
+            "Worker %s stopped: %s processed, %s failed",
+            os.getpid(),
+            self._stats.processed,
+            self._stats.failed,
+            extra={"action": "stopped"},
+        )
+        return 0
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop after the current message (thread- and signal-safe)."""
+        self.stopping = True
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"s")
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        driver = driver_module(self.options.using)
+        return (driver.OperationalError, driver.InterfaceError)
+
+    def _connect(self) -> None:
+        self._listener = open_listen_connection(self.options.using)
+        self._listener.listen(c.listen_safe_name() for c in self.channels)
+        logger.info(
+            "Listening on %s channel(s) of database %r",
+            len(self.channels),
+            self.options.using,
+            extra={"action": "listening"},
+        )
+
+    def _disconnect(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:
+                logger.debug("Closing the LISTEN connection failed", exc_info=True)
+            self._listener = None
+        try:
+            connections[self.options.using].close()
+        except Exception:
+            logger.debug("Closing the Django connection failed", exc_info=True)
+
+    # --- signals ---------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping:
+            logger.warning("Second %s: exiting now", name, extra={"action": "killed"})
+            os._exit(1)
+        logger.info(
+            "%s received: finishing the current message, then stopping (send it again to "
+            "stop at once)",
+            name,
+            extra={"action": "shutting_down"},
+        )
+        self.request_stop()
+        timer = threading.Timer(self.settings.shutdown_timeout, self._shutdown_overdue)
+        timer.daemon = True
+        timer.start()
+
+    def _shutdown_overdue(self) -> None:
+        logger.error(
+            "Still busy %.0f s after the stop request (PGPUBSUB_SHUTDOWN_TIMEOUT): exiting; "
+            "an unfinished stored message stays stored for another worker",
+            self.settings.shutdown_timeout,
+            extra={"action": "killed"},
+        )
+        os._exit(1)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _wake_fds(self) -> list[int]:
+        fds = [self._wake_read]
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.sentinel is not None:
+            fds.append(parent.sentinel)
+        return fds
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        next_poll = time.monotonic() + self.settings.poll_interval
+        while not self.stopping:
+            messages = self._listener.wait(next_poll - time.monotonic(), self._wake_fds())
+            self._clear_wake_pipe()
+            self._stop_if_orphaned()
+            self._handle(messages)
+            if time.monotonic() >= next_poll:
+                self._listener.ping()
+                self._drain_all()
+                next_poll = time.monotonic() + self.settings.poll_interval
+
+    def _clear_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _stop_if_orphaned(self) -> None:
+        parent = multiprocessing.parent_process()
+        if parent is not None and not parent.is_alive() and not self.stopping:
+            logger.warning(
+                "The supervising process is gone: stopping", extra={"action": "orphaned"}
+            )
+            self.stopping = True
+
+    def _handle(self, messages: list[Message]) -> None:
+        woken: dict[type[BaseChannel], None] = {}
+        for message in messages:
+            channel = registry.channel_for(message.channel)
+            if channel is None or channel not in self.channels:
+                continue
+            if channel.lock_notifications:
+                woken[channel] = None
+            else:
+                self._deliver_fanout(channel, message.payload)
+        if woken:
+            close_old_connections()
+            for channel in woken:
+                self._record(self._processor.drain(channel))
+
+    def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> None:
+        if self.stopping:
+            return
+        try:
+            envelope = codec.loads_exact(text) if channel.is_trigger_channel() else json.loads(text)
+            payload = self._unwrap(channel, envelope)
+        except (ValueError, TypeError):
+            logger.exception(
+                "Unreadable message on channel %s",
+                channel.name(),
+                extra={"channel": channel.name()},
+            )
+            self._stats.failed += 1
+            return
+        if payload is None:
+            return
+        close_old_connections()
+        if deliver_fanout(self._dispatcher, channel, payload, self.options.using):
+            self._stats.processed += 1
+        else:
+            self._stats.failed += 1
+
+    def _unwrap(self, channel: type[BaseChannel], envelope: Any) -> dict[str, Any] | None:
+        if not isinstance(envelope, dict):
+            raise TypeError(f"expected a JSON object, got {envelope!r}")
+        if "p" in envelope:
+            return dict(envelope["p"])
+        if "r" in envelope:
+            text = queue.load_broadcast(int(envelope["r"]), using=self.options.using)
+            if text is None:
+                logger.warning(
+                    "Oversized message %s of channel %s was pruned before it was read "
+                    "(PGPUBSUB_BROADCAST_RETENTION)",
+                    envelope["r"],
+                    channel.name(),
+                )
+                return None
+            parse: Callable[[str], Any] = (
+                codec.loads_exact if channel.is_trigger_channel() else json.loads
+            )
+            return dict(parse(text))
+        return envelope  # sent by a django-pgpubsub 1.3 trigger: the payload itself
+
+    def _drain_all(self) -> None:
+        close_old_connections()
+        for channel in self.lockable:
+            if self.stopping:
+                return
+            self._record(self._processor.drain(channel))
+        self._prune_broadcasts()
+
+    def _prune_broadcasts(self) -> None:
+        if time.monotonic() - self._last_prune < _PRUNE_INTERVAL:
+            return
+        self._last_prune = time.monotonic()
+        pruned = queue.prune_broadcasts(self.settings.broadcast_retention, using=self.options.using)
+        if pruned:
+            logger.info("Pruned %s expired oversized fan-out payloads", pruned)
+
+    def _recover(self) -> None:
+        """Drain everything stored at start, logging progress on a steady interval."""
+        names = [c.listen_safe_name() for c in self.lockable]
+        total = queue.count_due(names, using=self.options.using) if names else 0
+        logger.info(
+            "Recovering %s stored notification(s) of %s channel(s)",
+            total,
+            len(names),
+            extra={"action": "recover", "total": total},
+        )
+        started = last_report = time.monotonic()
+        done = 0
+        for channel in self.lockable:
+            while not self.stopping:
+                batch = self._processor.process_batch(channel)
+                self._record(batch)
+                done += batch.claimed
+                now = time.monotonic()
+                if now - last_report >= _PROGRESS_INTERVAL:
+                    last_report = now
+                    _log_progress(done, total, now - started)
+                if batch.claimed < self.settings.batch_size:
+                    break
+        logger.info(
+            "Recovery finished: %s notification(s) in %.1f s",
+            done,
+            time.monotonic() - started,
+            extra={"action": "recovered", "done": done},
+        )
+
+    def _record(self, result: BatchResult) -> None:
+        self._stats.processed += result.processed
+        self._stats.failed += result.failed
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on a stop request."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+def _log_progress(done: int, total: int, elapsed: float) -> None:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = max(total - done, 0)
+    eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
+    logger.info(
+        "Recovery: %s/%s done, %.0f/s, about %s left",
+        done,
+        total,
+        rate,
+        eta,
+        extra={"action": "recover_progress", "done": done, "total": total},
+    )

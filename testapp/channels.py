@@ -1,0 +1,87 @@
+"""Channels of the example app."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from decimal import Decimal
+from uuid import UUID
+
+from pgpubsub import Channel, TriggerChannel
+from testapp.models import Author, Child, Media, Post
+
+
+@dataclass
+class AuthorTriggerChannel(TriggerChannel):
+    """Every new author gets exactly one first post, however many workers run."""
+
+    model = Author
+    lock_notifications = True
+
+
+@dataclass
+class PostTriggerChannel(TriggerChannel):
+    """Fan-out: every listening process hears about every post (not stored)."""
+
+    model = Post
+
+
+@dataclass
+class PostReads(Channel):
+    """Sent from Python when a post is read; counted exactly once."""
+
+    post_id: int
+    lock_notifications = True
+
+
+@dataclass
+class MediaTriggerChannel(TriggerChannel):
+    model = Media
+    lock_notifications = True
+
+
+@dataclass
+class ChildTriggerChannel(TriggerChannel):
+    model = Child
+    lock_notifications = True
+
+
+@dataclass
+class Announcement(Channel):
+    """A plain fan-out channel carrying every supported field type."""
+
+    text: str
+    count: int = 0
+    ratio: float = 0.0
+    flag: bool = False
+    amount: Decimal = Decimal("0")
+    ident: UUID | None = None
+    day: datetime.date | None = None
+    moment: datetime.datetime | None = None
+    tags: list[str] = field(default_factory=list)
+    pair: tuple[int, ...] = ()
+    unique: set[int] = field(default_factory=set)
+    scores: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass
+class Task(Channel):
+    """A lockable plain channel: fails when asked to, sleeps when asked to."""
+
+    key: str
+    fail: bool = False
+    sleep: float = 0.0
+    lock_notifications = True
+
+
+__all__ = [
+    "Announcement",
+    "Author",
+    "AuthorTriggerChannel",
+    "ChildTriggerChannel",
+    "MediaTriggerChannel",
+    "Post",
+    "PostReads",
+    "PostTriggerChannel",
+    "Task",
+]

@@ -1,0 +1,96 @@
+"""Listeners of the example app."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from django.db.models import F
+
+import pgpubsub
+from testapp.channels import (
+    Announcement,
+    AuthorTriggerChannel,
+    ChildTriggerChannel,
+    MediaTriggerChannel,
+    PostReads,
+    PostTriggerChannel,
+    Task,
+)
+from testapp.models import Author, ListenerEvent, Post
+
+
+@pgpubsub.post_insert_listener(AuthorTriggerChannel)
+def create_first_post(old: Author | None, new: Author, **context: Any) -> None:
+    """Give each new author a first post."""
+    Post.objects.create(author_id=new.pk, title=f"Welcome, {new.name}!")
+
+
+@pgpubsub.post_insert_listener(PostTriggerChannel)
+def log_new_post(old: Post | None, new: Post, **context: Any) -> None:
+    ListenerEvent.objects.create(
+        listener="log_new_post", operation="insert", object_key=str(new.pk), pid=os.getpid()
+    )
+
+
+@pgpubsub.listener(PostReads)
+def count_read(post_id: int) -> None:
+    Post.objects.filter(pk=post_id).update(read_count=F("read_count") + 1)
+
+
+def _record_media(operation: str, old: Any, new: Any) -> None:
+    row = new if new is not None else old
+    ListenerEvent.objects.create(
+        listener="media",
+        operation=operation,
+        object_key=str(row.pk),
+        detail={
+            "old_title": old.title if old else None,
+            "new_title": new.title if new else None,
+            "price": str(row.price),
+            "owner_id": row.owner_id,
+        },
+        pid=os.getpid(),
+    )
+
+
+@pgpubsub.post_insert_listener(MediaTriggerChannel)
+def media_inserted(old: Any, new: Any, **context: Any) -> None:
+    _record_media("insert", old, new)
+
+
+@pgpubsub.post_update_listener(MediaTriggerChannel)
+def media_updated(old: Any, new: Any, **context: Any) -> None:
+    _record_media("update", old, new)
+
+
+@pgpubsub.pre_delete_listener(MediaTriggerChannel)
+def media_deleted(old: Any, new: Any, **context: Any) -> None:
+    _record_media("delete", old, new)
+
+
+@pgpubsub.post_save_listener(ChildTriggerChannel)
+def child_saved(old: Any, new: Any, **context: Any) -> None:
+    ListenerEvent.objects.create(
+        listener="child", object_key=str(new.pk), detail={"toy": new.toy, "id": new.id}
+    )
+
+
+@pgpubsub.listener(Announcement)
+def record_announcement(**fields: Any) -> None:
+    ListenerEvent.objects.create(
+        listener="announcement",
+        object_key=fields["text"][:100],
+        detail={"length": len(fields["text"]), "count": fields["count"]},
+        pid=os.getpid(),
+    )
+
+
+@pgpubsub.listener(Task)
+def run_task(key: str, fail: bool, sleep: float) -> None:
+    if sleep:
+        time.sleep(sleep)
+    if fail:
+        raise ValueError(f"task {key} was asked to fail")
+    ListenerEvent.objects.create(listener="task", object_key=key, pid=os.getpid())
