@@ -1,0 +1,90 @@
+"""``manage.py pgpubsub``: inspect and act on stored notifications.
+
+Subcommands: ``failed`` lists dead letters, ``retry`` puts them back in the queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS
+
+from pgpubsub.channel import locate_channel
+from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.models import Notification
+from pgpubsub.queue import retry_failed
+from pgpubsub.registry import registry
+
+_ERROR_PREVIEW = 120
+
+
+def _pg_channel_names(paths: list[str]) -> list[str]:
+    """Accept channels as dotted paths (or as the PostgreSQL names stored in the table)."""
+    names = []
+    for path in paths:
+        if path.startswith("pgpubsub_") and "." not in path:
+            names.append(path)
+            continue
+        try:
+            names.append(locate_channel(path).listen_safe_name())
+        except ChannelNotFound as exc:
+            raise CommandError(str(exc)) from None
+    return names
+
+
+def _channel_label(pg_name: str) -> str:
+    channel = registry.channel_for(pg_name)
+    return channel.name() if channel is not None else pg_name
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    line = lines[-1].strip() if lines else ""
+    return line if len(line) <= _ERROR_PREVIEW else line[: _ERROR_PREVIEW - 1] + "…"
+
+
+class Command(BaseCommand):
+    help = "Inspect and retry pgpubsub's stored notifications."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
+        subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        failed = subcommands.add_parser(
+            "failed", help="List notifications that exhausted their attempts."
+        )
+        failed.add_argument("--channel", action="append", default=[], help="Dotted path.")
+        failed.add_argument("--limit", type=int, default=100, help="At most this many rows.")
+        retry = subcommands.add_parser(
+            "retry", help="Put failed notifications back in the queue (all, or filtered)."
+        )
+        retry.add_argument("--channel", action="append", default=[], help="Dotted path.")
+        retry.add_argument("--id", action="append", type=int, default=[], dest="ids")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"]
+        if options["subcommand"] == "failed":
+            self._failed(using, _pg_channel_names(options["channel"]), options["limit"])
+        else:
+            self._retry(using, _pg_channel_names(options["channel"]), options["ids"])
+
+    def _failed(self, using: str, channels: list[str], limit: int) -> None:
+        queryset = Notification.objects.using(using).failed().order_by("id")
+        if channels:
+            queryset = queryset.filter(channel__in=channels)
+        total = queryset.count()
+        if not total:
+            self.stdout.write("No failed notifications.")
+            return
+        self.stdout.write(f"{'id':>10}  {'attempts':>8}  {'channel':<40}  last error")
+        for row in queryset[:limit]:
+            self.stdout.write(
+                f"{row.pk:>10}  {row.attempts:>8}  {_channel_label(row.channel):<40}  "
+                f"{_last_line(row.last_error)}"
+            )
+        if total > limit:
+            self.stdout.write(f"... and {total - limit} more (use --limit).")
+
+    def _retry(self, using: str, channels: list[str], ids: list[int]) -> None:
+        count = retry_failed(using=using, channels=channels or None, ids=ids or None)
+        self.stdout.write(f"Re-queued {count} failed notification(s).")
