@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import re
 import typing
 from typing import Any, ClassVar
@@ -53,6 +54,22 @@ class BaseChannel:
         raise NotImplementedError
 
 
+def ensure_dataclass(channel: type[BaseChannel]) -> None:
+    """Refuse a channel class that declares fields but was not decorated with @dataclass."""
+    declared = [
+        name
+        for name, hint in inspect.get_annotations(channel).items()
+        if "ClassVar" not in str(hint)
+    ]
+    fields = getattr(channel, "__dataclass_fields__", {})
+    missing = [name for name in declared if name not in fields]
+    if missing:
+        raise ChannelDefinitionError(
+            f"Channel {channel.name()} declares field(s) {', '.join(missing)} but is not a "
+            "dataclass: decorate the class with @dataclass."
+        )
+
+
 def validate_pg_identifier(name: str) -> str:
     """Check that ``name`` is a safe, unquoted PostgreSQL identifier and return it."""
     if not _PG_IDENTIFIER.match(name):
@@ -94,10 +111,7 @@ class Channel(BaseChannel):
     @classmethod
     def build_payload(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Validate ``kwargs`` against the channel's fields and return the JSON payload."""
-        if not dataclasses.is_dataclass(cls):
-            raise ChannelDefinitionError(
-                f"Channel {cls.name()} is not a dataclass: decorate it with @dataclass."
-            )
+        ensure_dataclass(cls)
         try:
             instance = cls(**kwargs)
         except TypeError as exc:
@@ -107,7 +121,16 @@ class Channel(BaseChannel):
 
     @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
-        return codec.decode_fields(cls.name(), cls._field_codecs, payload.get("kwargs") or {})
+        kwargs = codec.decode_fields(cls.name(), cls._field_codecs, payload.get("kwargs") or {})
+        # A message stored before a field was added lacks it: give it the field's default.
+        for field in dataclasses.fields(cls):
+            if field.name in kwargs:
+                continue
+            if field.default is not dataclasses.MISSING:
+                kwargs[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                kwargs[field.name] = field.default_factory()
+        return kwargs
 
 
 @dataclasses.dataclass

@@ -12,8 +12,9 @@ from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub.channel import BaseChannel
 from pgpubsub.filters import ListenerFilterProvider
+from pgpubsub.options import WorkerOptions
 from pgpubsub.processing import process_stored_notifications
-from pgpubsub.worker import Worker, WorkerOptions
+from pgpubsub.worker import Worker
 
 
 def _paths(channels: Iterable[type[BaseChannel] | str] | None) -> tuple[str, ...]:

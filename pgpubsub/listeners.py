@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pgpubsub.channel import BaseChannel, TriggerChannel, locate_channel
+from pgpubsub.channel import BaseChannel, TriggerChannel, ensure_dataclass, locate_channel
 from pgpubsub.exceptions import ListenerRegistrationError
 from pgpubsub.registry import Listener, registry
 from pgpubsub.triggers import Notify, builtin_trigger, notify_trigger_from
@@ -47,6 +47,7 @@ def _install(channel: type[TriggerChannel], trigger: Notify) -> Notify:
 
 
 def _register(listener: Listener) -> None:
+    ensure_dataclass(listener.channel)
     if not callable(listener.callback):
         raise ListenerRegistrationError(
             f"A listener of {listener.channel.name()} must be a function, got "

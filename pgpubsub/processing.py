@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils.module_loading import import_string
 
@@ -47,7 +47,8 @@ class Dispatcher:
     def deliver(self, channel: type[BaseChannel], payload: dict[str, Any]) -> int:
         """Run every callback of ``channel`` that accepts ``payload``; return how many ran."""
         kwargs = channel.callback_kwargs(payload)
-        if self._pass_context:
+        # Only trigger payloads carry a context (django-pgpubsub 1.3 passed it to them only).
+        if self._pass_context and channel.is_trigger_channel():
             kwargs["context"] = payload.get("context") or {}
         ran = 0
         for listener in self._registry.listeners_for(channel):
@@ -67,9 +68,12 @@ class BatchResult:
 class StoredProcessor:
     """Claims stored notifications in batches and runs their callbacks exactly once.
 
-    Each batch is one transaction: its rows are locked, each message's callbacks run in a
-    savepoint, and handled rows are deleted before the commit. A failing message rolls back
-    its own savepoint only and is scheduled for a retry (or marked failed).
+    Each batch is one transaction: its rows are locked, their callbacks run, and handled
+    rows are deleted before the commit. A batch first runs optimistically, without a
+    savepoint per message (two round trips fewer per message). If a callback raises, or a
+    deferred constraint fails at commit, the batch is rolled back and run again with one
+    savepoint per message, so a failing message rolls back only its own work and is
+    scheduled for a retry (or marked failed) while the others are handled.
     """
 
     def __init__(
@@ -87,19 +91,60 @@ class StoredProcessor:
         self.should_stop = should_stop
 
     def process_batch(self, channel: type[BaseChannel]) -> BatchResult:
+        """Claim and process one batch of ``channel``'s due notifications."""
+        result = self._run_optimistic(channel)
+        if result is None:
+            logger.debug(
+                "A message of a batch of %s failed: redoing it message by message", channel.name()
+            )
+            result = self._run_isolated(channel)
+        return result
+
+    def _claim(self, channel: type[BaseChannel]) -> list[queue.StoredMessage]:
+        return queue.claim_batch(
+            channel.listen_safe_name(),
+            self.settings.batch_size,
+            using=self.using,
+            extra_filter=self.extra_filter,
+        )
+
+    def _run_optimistic(self, channel: type[BaseChannel]) -> BatchResult | None:
+        """Run a batch without savepoints; None when it had to be rolled back."""
+        result = BatchResult()
+        try:
+            with transaction.atomic(using=self.using):
+                messages = self._claim(channel)
+                result.claimed = len(messages)
+                handled: list[int] = []
+                for message in messages:
+                    if self.should_stop():
+                        break  # the rest stay stored and are unlocked at commit
+                    if not self._deliver_stored(channel, message):
+                        transaction.set_rollback(True, using=self.using)
+                        return None
+                    handled.append(message.id)
+                queue.delete_messages(handled, using=self.using)
+        except IntegrityError:
+            return None  # a deferred constraint failed at COMMIT: find the culprit
+        result.processed = len(handled)
+        return result
+
+    def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
+        try:
+            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+        except Exception:
+            return False
+        return True
+
+    def _run_isolated(self, channel: type[BaseChannel]) -> BatchResult:
         result = BatchResult()
         with transaction.atomic(using=self.using):
-            messages = queue.claim_batch(
-                channel.listen_safe_name(),
-                self.settings.batch_size,
-                using=self.using,
-                extra_filter=self.extra_filter,
-            )
+            messages = self._claim(channel)
             result.claimed = len(messages)
             handled: list[int] = []
             for message in messages:
                 if self.should_stop():
-                    break  # the rest stay stored and are unlocked at commit
+                    break
                 if self._process_one(channel, message):
                     handled.append(message.id)
                 else:
@@ -112,6 +157,9 @@ class StoredProcessor:
         try:
             with transaction.atomic(using=self.using):
                 self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+                # Deferred constraints (Django's foreign keys) would otherwise be checked at
+                # the batch's COMMIT and fail every message of it: check them in this savepoint.
+                connections[self.using].check_constraints()
         except Exception:
             error = traceback.format_exc()
             dead = queue.record_failure(message, error, using=self.using, settings=self.settings)

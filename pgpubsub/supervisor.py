@@ -17,10 +17,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from django.db import connections
-
-from pgpubsub.conf import get_settings
-from pgpubsub.worker import WorkerOptions
+# Model-free imports only: a spawned child unpickles this module before django.setup().
+from pgpubsub.options import LogOptions, WorkerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +27,6 @@ _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 10.0  # a child that lived this long restarts without delay
 _KILL_GRACE = 5.0
-
-
-@dataclass(frozen=True)
-class LogOptions:
-    level: str = "info"
-    format: str | None = None
 
 
 def configure_logging(options: LogOptions) -> None:
@@ -81,11 +73,13 @@ class Supervisor:
         start_method: str = "spawn",
         restart_on_failure: bool = True,
         log: LogOptions | None = None,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.options = options
         self.context: Any = multiprocessing.get_context(start_method)
         self.restart_on_failure = restart_on_failure
         self.log = log or LogOptions()
+        self.shutdown_timeout = shutdown_timeout
         self.slots = [_Slot(number) for number in range(processes)]
         self.stopping = False
         self._stop_deadline = 0.0
@@ -95,6 +89,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; return the exit code for the command."""
+        from django.db import connections
+
         signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
@@ -199,7 +195,7 @@ class Supervisor:
                 extra={"action": "shutting_down"},
             )
             self.stopping = True
-            self._stop_deadline = time.monotonic() + get_settings().shutdown_timeout + _KILL_GRACE
+            self._stop_deadline = time.monotonic() + self.shutdown_timeout + _KILL_GRACE
             for slot in self.slots:
                 slot.restart_at = None
         else:

@@ -21,7 +21,6 @@ from types import FrameType
 from typing import Any
 
 from django.db import (
-    DEFAULT_DB_ALIAS,
     InterfaceError,
     OperationalError,
     close_old_connections,
@@ -37,6 +36,7 @@ from pgpubsub.connection import (
     driver_module,
     open_listen_connection,
 )
+from pgpubsub.options import WorkerOptions
 from pgpubsub.processing import BatchResult, Dispatcher, StoredProcessor, deliver_fanout
 from pgpubsub.registry import registry
 
@@ -45,16 +45,6 @@ logger = logging.getLogger(__name__)
 _PROGRESS_INTERVAL = 5.0
 _RECONNECT_BACKOFF_MAX = 10.0
 _PRUNE_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What a worker listens to; picklable, so a supervisor can hand it to a child process."""
-
-    channels: tuple[str, ...] = ()
-    exclude_channels: tuple[str, ...] = ()
-    recover: bool = False
-    using: str = DEFAULT_DB_ALIAS
 
 
 @dataclass
@@ -111,6 +101,12 @@ class Worker:
         while not self.stopping:
             try:
                 self._connect()
+                if outage_started is not None:
+                    logger.info(
+                        "Reconnected after %.1f s without the database",
+                        time.monotonic() - outage_started,
+                        extra={"action": "reconnected"},
+                    )
                 outage_started, backoff = None, 0.5
                 if first_connection and self.options.recover:
                     self._recover()
@@ -140,6 +136,8 @@ class Worker:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
         self._disconnect()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),

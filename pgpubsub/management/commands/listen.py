@@ -8,10 +8,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.options import LogOptions, WorkerOptions
 from pgpubsub.registry import registry
-from pgpubsub.supervisor import LogOptions, Supervisor, configure_logging
-from pgpubsub.worker import Worker, WorkerOptions
+from pgpubsub.supervisor import Supervisor, configure_logging
+from pgpubsub.worker import Worker
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -98,7 +100,6 @@ class Command(BaseCommand):
         log = LogOptions(level=options["loglevel"], format=options["logformat"])
         if options["verbosity"] > 1 and options["loglevel"] == "info":
             log = LogOptions(level="debug", format=options["logformat"])
-        configure_logging(log)
         worker_options = WorkerOptions(
             channels=tuple(options["channels"]),
             exclude_channels=tuple(options["exclude_channels"]),
@@ -116,6 +117,7 @@ class Command(BaseCommand):
                 "No channel to listen to: no listener is registered (are your listeners.py "
                 "modules in installed apps?) or --exclude-channels excluded them all."
             )
+        configure_logging(log)
         if options["worker"]:
             code = Worker(worker_options).run()
         else:
@@ -125,6 +127,7 @@ class Command(BaseCommand):
                 start_method=options["worker_start_method"],
                 restart_on_failure=not options["no_restart_on_failure"],
                 log=log,
+                shutdown_timeout=get_settings().shutdown_timeout,
             ).run()
         if code:
             raise SystemExit(code)

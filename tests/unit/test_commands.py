@@ -1,0 +1,62 @@
+"""Argument handling of ``manage.py listen`` and ``manage.py pgpubsub`` (nothing is started)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """``listen`` configures logging for the process it owns: undo that after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_listen_worker_with_several_processes_is_a_command_error() -> None:
+    with pytest.raises(CommandError, match="--worker runs exactly one worker: remove --processes"):
+        call_command("listen", "--worker", "--processes", "2")
+
+
+def test_listen_with_zero_processes_is_a_command_error() -> None:
+    with pytest.raises(CommandError, match="must be at least 1"):
+        call_command("listen", "--processes", "0")
+
+
+def test_listen_on_an_unknown_channel_path_names_the_path() -> None:
+    with pytest.raises(CommandError, match=r"'testapp\.channels\.PostRead' not found"):
+        call_command("listen", "--worker", "--channels", "testapp.channels.PostRead")
+
+
+def test_listen_excluding_an_unknown_channel_path_names_the_path() -> None:
+    with pytest.raises(CommandError, match=r"'shop\.channels\.Orders' not found"):
+        call_command("listen", "--worker", "--exclude-channels", "shop.channels.Orders")
+
+
+def test_listen_with_every_channel_excluded_says_there_is_nothing_to_listen_to() -> None:
+    with pytest.raises(CommandError, match="No channel to listen to"):
+        call_command(
+            "listen",
+            "--worker",
+            "--exclude-channels",
+            "pgpubsub.Channel",
+            "pgpubsub.TriggerChannel",
+        )
+
+
+def test_pgpubsub_command_needs_a_subcommand() -> None:
+    with pytest.raises(CommandError, match="required: SUBCOMMAND"):
+        call_command("pgpubsub")
+
+
+@pytest.mark.parametrize("subcommand", ["failed", "retry"])
+def test_pgpubsub_command_on_an_unknown_channel_path_names_the_path(subcommand: str) -> None:
+    with pytest.raises(CommandError, match=r"'testapp\.channels\.Nope' not found"):
+        call_command("pgpubsub", subcommand, "--channel", "testapp.channels.Nope")
