@@ -98,6 +98,26 @@ class _Psycopg3Listener:
         self._raw.close()
 
 
+class PollingOnly:
+    """Stands in for a LISTEN connection when notifications cannot be received.
+
+    ``wait`` only sleeps until the timeout (or a wake-up), so the worker polls.
+    """
+
+    def listen(self, channels: Iterable[str]) -> None:
+        pass
+
+    def wait(self, timeout: float, wake_fds: Sequence[int] = ()) -> list[Message]:
+        select.select(list(wake_fds), [], [], max(timeout, 0))
+        return []
+
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def driver_module(using: str) -> Any:
     """The DB-API module (psycopg2 or psycopg) Django uses for database ``using``."""
     return getattr(connections[using], "Database")  # noqa: B009 (absent from the stubs)

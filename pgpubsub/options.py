@@ -18,6 +18,9 @@ class WorkerOptions:
     exclude_channels: tuple[str, ...] = ()
     recover: bool = False
     using: str = DEFAULT_DB_ALIAS
+    #: Never LISTEN; scan stored notifications every poll interval (for pgbouncer in
+    #: transaction pooling mode, where LISTEN does not work).
+    poll_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.connection import (
     ListenConnection,
     Message,
+    PollingOnly,
     driver_module,
     open_listen_connection,
 )
@@ -158,6 +159,16 @@ class Worker:
         return (driver.OperationalError, driver.InterfaceError)
 
     def _connect(self) -> None:
+        if self.options.poll_only:
+            self._listener = PollingOnly()
+            logger.info(
+                "Listening on %s channel(s) of database %r by polling every %.1f s (no LISTEN)",
+                len(self.channels),
+                self.options.using,
+                self.settings.poll_interval,
+                extra={"action": "listening"},
+            )
+            return
         self._listener = open_listen_connection(self.options.using)
         self._listener.listen(c.listen_safe_name() for c in self.channels)
         logger.info(

@@ -85,7 +85,8 @@ END
 $fn$;
 
 -- Called by pgpubsub triggers with the rows of one statement (statement-level triggers)
--- or one row (row-level triggers); adds the notification context of the session.
+-- or one row (row-level triggers); adds the notification context of the session. For a
+-- lockable channel the whole statement is stored by one INSERT ... SELECT.
 CREATE OR REPLACE FUNCTION pgpubsub_publish_v1(
     p_channel text, p_trigger text, p_lockable boolean, p_app text, p_model text,
     p_old jsonb[], p_new jsonb[]
@@ -94,6 +95,21 @@ DECLARE
     v_context jsonb := NULLIF(current_setting('pgpubsub.notification_context', true), '')::jsonb;
     v_payloads jsonb[];
 BEGIN
+    IF p_lockable THEN
+        INSERT INTO pgpubsub_notification (channel, payload, created_at, db_version)
+        SELECT p_channel,
+               jsonb_build_object(
+                   'app', p_app, 'model', p_model, 'trigger', p_trigger,
+                   'old', old_row, 'new', new_row, 'context', v_context
+               ),
+               now(),
+               (SELECT max(m.id) FROM django_migrations AS m WHERE m.app = p_app)
+        FROM unnest(p_old, p_new) AS rows (old_row, new_row);
+        IF FOUND THEN
+            PERFORM pg_notify(p_channel, '');
+        END IF;
+        RETURN;
+    END IF;
     SELECT array_agg(
         jsonb_build_object(
             'app', p_app, 'model', p_model, 'trigger', p_trigger,
@@ -102,7 +118,7 @@ BEGIN
     )
     INTO v_payloads
     FROM unnest(p_old, p_new) AS rows (old_row, new_row);
-    PERFORM pgpubsub_send_v1(p_channel, p_lockable, p_app, v_payloads);
+    PERFORM pgpubsub_send_v1(p_channel, false, p_app, v_payloads);
 END
 $fn$;
 """

@@ -89,6 +89,13 @@ class Command(BaseCommand):
             "not safe if the process has started threads).",
         )
         parser.add_argument(
+            "--poll-only",
+            action="store_true",
+            help="Do not LISTEN: process stored notifications every PGPUBSUB_POLL_INTERVAL "
+            "seconds. For connections through pgbouncer in transaction pooling mode. Only "
+            "channels with lock_notifications = True can be served this way.",
+        )
+        parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
             help="Database alias to listen on (default: 'default').",
@@ -105,6 +112,7 @@ class Command(BaseCommand):
             exclude_channels=tuple(options["exclude_channels"]),
             recover=options["recover"],
             using=options["database"],
+            poll_only=options["poll_only"],
         )
         try:
             selected = registry.select(
@@ -118,6 +126,13 @@ class Command(BaseCommand):
                 "modules in installed apps?) or --exclude-channels excluded them all."
             )
         configure_logging(log)
+        fanout = [channel.name() for channel in selected if not channel.lock_notifications]
+        if worker_options.poll_only and fanout:
+            raise CommandError(
+                f"--poll-only cannot serve fan-out channels (without lock_notifications, their "
+                f"messages exist only as NOTIFY): {', '.join(fanout)}. Exclude them with "
+                "--exclude-channels, or run them in a listen without --poll-only."
+            )
         if options["worker"]:
             code = Worker(worker_options).run()
         else:
