@@ -6,12 +6,15 @@ on the socket, so an idle worker uses no CPU and sends no queries.
 
 from __future__ import annotations
 
+import os
 import select
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.db import connections
+
+WORKER_APPLICATION_NAME = "pgpubsub worker"
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def open_listen_connection(using: str) -> ListenConnection:
     """Open a new autocommit connection to database ``using``, never a pooled one."""
     params = dict(connections[using].get_connection_params())
     params.pop("pool", None)
+    # Lets `manage.py pgpubsub status` count the workers connected to the database.
+    params["application_name"] = f"{WORKER_APPLICATION_NAME} {os.getpid()}"
     driver = driver_module(using)
     raw = driver.connect(**params)
     if driver.__name__ == "psycopg":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connections
-from django.db.models import Q, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
@@ -95,6 +95,15 @@ def retry_failed(
         queryset = queryset.filter(channel__in=channels)
     if ids:
         queryset = queryset.filter(pk__in=ids)
+    return _requeue(queryset)
+
+
+def requeue_now(ids: Sequence[int], *, using: str) -> int:
+    """Make notifications (failed, retrying or pending) due now, with a fresh attempt count."""
+    return _requeue(Notification.objects.using(using).filter(pk__in=ids))
+
+
+def _requeue(queryset: QuerySet[Notification]) -> int:
     return queryset.update(failed_at=None, attempts=0, available_at=Now())
 
 

@@ -5,6 +5,7 @@ Subcommands: ``failed`` lists dead letters, ``retry`` puts them back in the queu
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -15,6 +16,7 @@ from pgpubsub.exceptions import ChannelNotFound
 from pgpubsub.models import Notification
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
+from pgpubsub.status import StatusReport, collect_status
 
 _ERROR_PREVIEW = 120
 
@@ -60,13 +62,32 @@ class Command(BaseCommand):
         )
         retry.add_argument("--channel", action="append", default=[], help="Dotted path.")
         retry.add_argument("--id", action="append", type=int, default=[], dest="ids")
+        status = subcommands.add_parser(
+            "status",
+            help="Per channel: pending, retrying and failed notifications, the oldest pending "
+            "one's age and the listeners; the workers connected; NOTIFY queue usage.",
+        )
+        status.add_argument("--json", action="store_true", help="Print JSON for machines.")
+        status.add_argument(
+            "--check",
+            action="store_true",
+            help="Exit with status 1 when a threshold below is exceeded (for health checks).",
+        )
+        status.add_argument(
+            "--max-age", type=float, default=None, help="Seconds the oldest pending may wait."
+        )
+        status.add_argument(
+            "--max-failed", type=int, default=None, help="Failed notifications allowed per channel."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
         if options["subcommand"] == "failed":
             self._failed(using, _pg_channel_names(options["channel"]), options["limit"])
-        else:
+        elif options["subcommand"] == "retry":
             self._retry(using, _pg_channel_names(options["channel"]), options["ids"])
+        else:
+            self._status(using, options)
 
     def _failed(self, using: str, channels: list[str], limit: int) -> None:
         queryset = Notification.objects.using(using).failed().order_by("id")
@@ -88,3 +109,31 @@ class Command(BaseCommand):
     def _retry(self, using: str, channels: list[str], ids: list[int]) -> None:
         count = retry_failed(using=using, channels=channels or None, ids=ids or None)
         self.stdout.write(f"Re-queued {count} failed notification(s).")
+
+    def _status(self, using: str, options: dict[str, Any]) -> None:
+        report = collect_status(using)
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_dict(), indent=2))
+        else:
+            self._print_status(report)
+        if options["check"]:
+            problems = report.problems(max_age=options["max_age"], max_failed=options["max_failed"])
+            for problem in problems:
+                self.stderr.write(f"CHECK FAILED: {problem}")
+            if problems:
+                raise SystemExit(1)
+
+    def _print_status(self, report: StatusReport) -> None:
+        header = f"{'channel':<45} {'pending':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
+        self.stdout.write(header)
+        for status in report.channels:
+            age = status.oldest_pending_seconds
+            oldest = f"{age:.0f} s" if age is not None else "-"
+            self.stdout.write(
+                f"{status.channel:<45} {status.pending:>8} {status.retrying:>8} "
+                f"{status.failed:>7} {oldest:>9}"
+            )
+            for listener in status.listeners:
+                self.stdout.write(f"    listener: {listener}")
+        self.stdout.write(f"Workers connected: {report.workers_connected}")
+        self.stdout.write(f"NOTIFY queue usage: {report.notify_queue_usage:.1%}")
