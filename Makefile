@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint typecheck migrations-check bench bench-smoke clean
+.PHONY: demo test docs lint typecheck migrations-check bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/pytest
 
+# The documentation (mkdocs.yml, docs/), built in strict mode into site/.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -26,6 +30,13 @@ typecheck: $(BIN)/.installed
 
 migrations-check: $(BIN)/.installed
 	$(BIN)/python testapp/manage.py makemigrations --check --dry-run pgpubsub testapp
+
+# The benchmark suite (benchmarks/README.md): about 10 minutes; bench-smoke: well under one.
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py
+
+bench-smoke: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info

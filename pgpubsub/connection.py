@@ -121,6 +121,15 @@ class PollingOnly:
         pass
 
 
+def name_session(using: str) -> None:
+    """Name Django's connection like a LISTEN connection, so that status counts the worker."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('application_name', %s, false)",
+            [f"{WORKER_APPLICATION_NAME} {os.getpid()}"],
+        )
+
+
 def driver_module(using: str) -> Any:
     """The DB-API module (psycopg2 or psycopg) Django uses for database ``using``."""
     return getattr(connections[using], "Database")  # noqa: B009 (absent from the stubs)

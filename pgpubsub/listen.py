@@ -27,8 +27,14 @@ def listen(
     *,
     exclude_channels: Iterable[type[BaseChannel] | str] | None = None,
     using: str = DEFAULT_DB_ALIAS,
+    autorestart_on_failure: bool = True,
+    start_method: str = "spawn",
 ) -> int:
     """Run one worker in the current process until SIGTERM/SIGINT; return its exit code.
+
+    ``autorestart_on_failure`` and ``start_method`` are accepted for django-pgpubsub 1.3
+    compatibility and have no effect here: the worker survives failing callbacks and lost
+    connections by itself, and ``manage.py listen`` supervises worker processes.
 
     Raises:
         ChannelNotFound: a channel path names no channel, or one without listeners.

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pgpubsub.channel import BaseChannel, TriggerChannel, ensure_dataclass, locate_channel
 from pgpubsub.exceptions import ListenerRegistrationError
+from pgpubsub.filters import ListenerFilterProvider  # noqa: F401  (django-pgpubsub 1.3 path)
 from pgpubsub.registry import Listener, registry
 from pgpubsub.triggers import Notify, builtin_trigger, notify_trigger_from
 

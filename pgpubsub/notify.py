@@ -22,12 +22,14 @@ def _app_label(channel: type[BaseChannel]) -> str:
     return config.label if config is not None else ""
 
 
-def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: Any) -> None:
+def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: Any) -> str:
     """Send a message on a plain channel, with the channel's fields as keyword arguments.
 
     Inside a transaction the message is sent (and, on a lockable channel, stored) when the
     transaction commits, and not at all if it rolls back. Values travel as bound
     parameters, so any text is safe.
+
+    Returns the JSON payload sent, as django-pgpubsub 1.3 did.
 
     Example::
 
@@ -54,6 +56,7 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: 
                 [payload],
             ],
         )
+    return payload
 
 
 def set_notification_context(context: dict[str, Any], using: str | None = None) -> None:
@@ -76,3 +79,12 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
     text = json.dumps(context, cls=DjangoJSONEncoder)
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, %s, %s)", [_CONTEXT_SETTING, text, tx_bound])
+
+
+def __getattr__(name: str) -> Any:
+    # django-pgpubsub 1.3 exported it from here; imported on use, as it needs the models.
+    if name == "process_stored_notifications":
+        from pgpubsub.processing import process_stored_notifications
+
+        return process_stored_notifications
+    raise AttributeError(f"module 'pgpubsub.notify' has no attribute {name!r}")

@@ -35,6 +35,7 @@ from pgpubsub.connection import (
     Message,
     PollingOnly,
     driver_module,
+    name_session,
     open_listen_connection,
 )
 from pgpubsub.options import WorkerOptions
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 _PROGRESS_INTERVAL = 5.0
 _RECONNECT_BACKOFF_MAX = 10.0
 _PRUNE_INTERVAL = 60.0
+_DUPLICATE_SIGNAL_WINDOW = 1.0
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Worker:
         self.channels = registry.select(include=options.channels, exclude=options.exclude_channels)
         self.lockable = [c for c in self.channels if c.lock_notifications]
         self.stopping = False
+        self._stop_requested_at = 0.0
         self._listener: ListenConnection | None = None
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -201,8 +204,13 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.stopping:
+            if time.monotonic() - self._stop_requested_at < _DUPLICATE_SIGNAL_WINDOW:
+                # One stop request delivered twice (systemd signals the whole cgroup and the
+                # supervisor forwards it too): not a request to stop at once.
+                return
             logger.warning("Second %s: exiting now", name, extra={"action": "killed"})
             os._exit(1)
+        self._stop_requested_at = time.monotonic()
         logger.info(
             "%s received: finishing the current message, then stopping (send it again to "
             "stop at once)",
@@ -271,7 +279,6 @@ class Worker:
             else:
                 self._deliver_fanout(channel, message.payload)
         if woken:
-            close_old_connections()
             for channel in woken:
                 self._record(self._processor.drain(channel))
 
@@ -291,7 +298,6 @@ class Worker:
             return
         if payload is None:
             return
-        close_old_connections()
         if deliver_fanout(self._dispatcher, channel, payload, self.options.using):
             self._stats.processed += 1
         else:
@@ -319,7 +325,12 @@ class Worker:
         return envelope  # sent by a django-pgpubsub 1.3 trigger: the payload itself
 
     def _drain_all(self) -> None:
+        # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)
+        # this closes the connection, and reconnecting for every wake-up would cost latency.
+        # Broken connections are caught by the reconnect loop in run().
         close_old_connections()
+        if self.options.poll_only:
+            name_session(self.options.using)
         for channel in self.lockable:
             if self.stopping:
                 return

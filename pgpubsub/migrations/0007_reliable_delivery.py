@@ -1,5 +1,7 @@
 # pgpubsub's storage: retries and dead letters on Notification, oversized fan-out payloads,
 # and version 1 of the SQL functions that triggers call. Never edit: add a migration.
+import hashlib
+
 import django.utils.timezone
 from django.db import migrations, models
 
@@ -129,11 +131,29 @@ DROP FUNCTION IF EXISTS pgpubsub_send_v1(text, boolean, text, jsonb[]);
 """
 
 
+def adopt_django_pgpubsub_notify_rows(apps, schema_editor):
+    """Rows stored by django-pgpubsub 1.3's notify() name the channel by its dotted path and
+    hold the payload as a JSON string: store them as pgpubsub does, so they get processed."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pgpubsub_notification SET payload = (payload #>> '{}')::jsonb "
+            "WHERE jsonb_typeof(payload) = 'string'"
+        )
+        cursor.execute("SELECT DISTINCT channel FROM pgpubsub_notification WHERE channel LIKE '%.%'")
+        for (dotted_path,) in cursor.fetchall():
+            pg_name = "pgpubsub_" + hashlib.sha1(dotted_path.encode()).hexdigest()[:5]
+            cursor.execute(
+                "UPDATE pgpubsub_notification SET channel = %s WHERE channel = %s",
+                [pg_name, dotted_path],
+            )
+
+
 class Migration(migrations.Migration):
     dependencies = [("pgpubsub", "0001_squashed_0006_payload_stores_proper_jsonb")]
 
     operations = [
         migrations.RunSQL(DROP_DJANGO_PGPUBSUB_LEFTOVERS, migrations.RunSQL.noop),
+        migrations.RunPython(adopt_django_pgpubsub_notify_rows, migrations.RunPython.noop),
         migrations.RunSQL(
             WIDEN_ID,
             migrations.RunSQL.noop,

@@ -150,7 +150,12 @@ def test_database_migrated_by_django_pgpubsub_migrates_forward_and_processes_its
                 "new": {"id": pk, "name": author_name, "bio": "", "created_at": None},
             },
         )
-    _store_old_notification(conn, POST_READS_CHANNEL, {"kwargs": {"post_id": 1}})
+    # django-pgpubsub 1.3's notify() stored the dotted path and a JSON string payload.
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pgpubsub_notification (channel, payload) VALUES (%s, %s)",
+            ["testapp.channels.PostReads", json.dumps(json.dumps({"kwargs": {"post_id": 1}}))],
+        )
     # The old trigger stamped them, as it did in production.
     assert _scalar(conn, "SELECT count(*) FROM pgpubsub_notification WHERE created_at IS NULL") == 0
 

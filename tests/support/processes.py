@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 from django.db import connection
 
 MANAGE_PY = Path(__file__).resolve().parents[2] / "testapp" / "manage.py"
+
+_STARTED_WORKER = re.compile(r"Started worker (\d+) \(pid (\d+)\)")
 
 
 def wait_for(
@@ -76,21 +79,55 @@ class ListenProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self.process.wait(timeout=timeout)
 
+    def worker_pids(self) -> dict[int, int]:
+        """The pid of each supervised worker slot, as the supervisor last logged it."""
+        return {int(slot): int(pid) for slot, pid in _STARTED_WORKER.findall(self.output())}
+
+    def wait_for_workers(self, count: int, timeout: float = 30.0) -> list[int]:
+        """Wait until ``count`` workers listen; return the workers' pids, slot by slot."""
+        self.wait_for_output("Listening on", count=count, timeout=timeout)
+        pids = self.worker_pids()
+        return [pids[slot] for slot in sorted(pids)]
+
     def stop(self) -> None:
         """Stop the process and every worker it started."""
+        # Remember the tree first: once the parent exits, its orphans are no longer found
+        # through it. Workers it logged are remembered too, in case it was killed already.
+        tree = {*descendants(self.process.pid), *self.worker_pids().values()}
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=20)
         # Kill the whole tree: workers run in process groups of their own.
-        for pid in _descendants(self.process.pid):
-            _kill(pid)
+        for pid in {*tree, *descendants(self.process.pid)}:
+            if is_running(pid) and _started_by_listen(pid):
+                _kill(pid)
         if self.process.poll() is None:
             _kill(self.process.pid)
             self.process.wait(timeout=10)
 
 
-def _descendants(pid: int) -> list[int]:
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _started_by_listen(pid: int) -> bool:
+    """Whether ``pid`` runs ``manage.py`` or a multiprocessing child (not a reused pid)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "manage.py" in command or "multiprocessing" in command
+
+
+def descendants(pid: int) -> list[int]:
+    """Children of ``pid``, their children, and so on."""
     children: list[int] = []
     try:
         listing = subprocess.run(
@@ -101,7 +138,7 @@ def _descendants(pid: int) -> list[int]:
     for line in listing.split():
         child = int(line)
         children.append(child)
-        children.extend(_descendants(child))
+        children.extend(descendants(child))
     return children
 
 
@@ -131,3 +168,73 @@ def listen_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Li
         handle.stop()
         log_file.close()
         os.unlink(log_file.name)
+
+
+def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> str:
+    """Run ``manage.py *args`` against the test database to its end; return its output.
+
+    Raises ``subprocess.CalledProcessError`` (with the output) when it exits non-zero.
+    """
+    full_env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"}
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, str(MANAGE_PY), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout)
+    return result.stdout
+
+
+def backend_pids(client_pid: int) -> list[int]:
+    """PostgreSQL backend pids serving the TCP connections that process ``client_pid`` holds.
+
+    The client's sockets are found in ``/proc``; their local ports are the ``client_port``
+    of the backends in ``pg_stat_activity``.
+    """
+    inodes = set()
+    with suppress(FileNotFoundError):
+        for fd in Path(f"/proc/{client_pid}/fd").iterdir():
+            with suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    ports = []
+    for table in ("tcp", "tcp6"):
+        with suppress(FileNotFoundError):
+            for line in Path(f"/proc/{client_pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    if not ports:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND pid <> "
+            "pg_backend_pid()",
+            [ports],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def holds_open_transaction(client_pid: int, for_at_least: float = 0.2) -> bool:
+    """Whether a connection of process ``client_pid`` is idle in a transaction.
+
+    A worker's connection is idle in a transaction while a callback runs Python code (for
+    example sleeps): it then holds the row locks of the messages it claimed. Requiring the
+    state to last ``for_at_least`` seconds leaves out the brief ones of a claim that finds
+    nothing.
+    """
+    backends = backend_pids(client_pid)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) "
+            "AND state = 'idle in transaction' AND state_change < now() - %s * interval '1 s'",
+            [backends, for_at_least],
+        )
+        return bool(cursor.fetchone()[0])

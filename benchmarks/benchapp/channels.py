@@ -1,0 +1,33 @@
+"""Channels of the benchmark app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchapp.models import Item
+from pgpubsub import Channel, TriggerChannel
+
+
+@dataclass
+class ItemChannel(TriggerChannel):
+    """Exactly-once: every inserted ``Item`` is stored and handled by one worker."""
+
+    model = Item
+    lock_notifications = True
+
+
+@dataclass
+class Ping(Channel):
+    """Fan-out: every listening process receives every message (nothing stored)."""
+
+    run: int
+    seq: int
+    last: bool = False
+
+
+@dataclass
+class Standing(Channel):
+    """A lockable channel no benchmark worker serves: its rows stand in the table."""
+
+    n: int
+    lock_notifications = True

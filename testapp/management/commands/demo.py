@@ -1,0 +1,469 @@
+"""``manage.py demo``: watch pgpubsub deliver exactly once, then recover a backlog.
+
+The demo migrates the database, starts ``manage.py listen --processes 2``, writes authors
+(each must get exactly one first post from ``create_first_post``) and post reads (each
+counted exactly once by ``count_read``), and prints progress until the effects match. It
+then stops the workers, writes more while nothing listens, and starts
+``listen --recover --processes 2`` to drain the stored backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import OperationalError, connection, transaction
+from django.db.models import Count, Q
+
+import pgpubsub
+from pgpubsub.conf import get_settings
+from pgpubsub.models import Notification, NotificationQuerySet
+from testapp.channels import AuthorTriggerChannel, PostReads
+from testapp.models import Author, ListenerEvent, Post
+
+MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
+NAME_PREFIX = "demo-"
+PROCESSES = 2
+READY_TIMEOUT = 30.0
+SETTLE_TIMEOUT = 20.0
+TICK = 0.25
+# Worker log lines worth showing as they happen.
+SHOWN_LOG_LINES = ("Started worker", "Recover", "received", "stopped", "ERROR", "WARNING")
+
+
+class DemoFailed(Exception):
+    """The demo could not go on; the message says why."""
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc on Linux, ``pgrep -P`` elsewhere)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        found = []
+        for stat in proc.glob("[0-9]*/stat"):
+            with suppress(OSError, ValueError, IndexError):
+                # The command name (field 2) may hold spaces; fields after ")" are fixed.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(stat.parent.name))
+        return found
+    try:
+        output = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+        ).stdout
+    except FileNotFoundError:
+        return []
+    return [int(word) for word in output.split()]
+
+
+def _descendants(pid: int) -> list[int]:
+    result = []
+    for child in _children(pid):
+        result.append(child)
+        result.extend(_descendants(child))
+    return result
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped by init) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@dataclass
+class ListenProcess:
+    """A ``manage.py listen`` subprocess, its log file, and the part of it already shown."""
+
+    args: tuple[str, ...]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _shown: int = 0
+    _partial: str = field(default="")
+
+    @classmethod
+    def start(cls, *args: str) -> ListenProcess:
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed once the child has it)
+            prefix="pgpubsub-demo-listen-", suffix=".log", delete=False
+        )
+        with log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(MANAGE_PY),
+                    "listen",
+                    *args,
+                    "--logformat",
+                    "%(levelname)s %(processName)s: %(message)s",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Ctrl-C reaches the demo only; the demo then stops listen with one SIGTERM.
+                start_new_session=True,
+            )
+        return cls(args, process, Path(log.name))
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def new_lines(self) -> list[str]:
+        """Complete log lines written since the previous call."""
+        text = self.output()
+        chunk, self._shown = text[self._shown :], len(text)
+        *lines, self._partial = (self._partial + chunk).split("\n")
+        return lines
+
+    def wait_ready(self, workers: int, timeout: float, echo: Callable[[str], None]) -> None:
+        """Wait until ``workers`` workers log "Listening on"; echo interesting lines."""
+        deadline = time.monotonic() + timeout
+        while self.output().count("Listening on") < workers:
+            self.echo_new_lines(echo)
+            if self.process.poll() is not None:
+                raise DemoFailed(
+                    f"`listen {' '.join(self.args)}` exited with code {self.process.returncode} "
+                    f"before it was ready:\n{self.output()}"
+                )
+            if time.monotonic() > deadline:
+                raise DemoFailed(
+                    f"`listen {' '.join(self.args)}` was not listening after {timeout:.0f} s:\n"
+                    f"{self.output()}"
+                )
+            time.sleep(0.1)
+        self.echo_new_lines(echo)
+
+    def echo_new_lines(self, echo: Callable[[str], None]) -> None:
+        for line in self.new_lines():
+            if any(marker in line for marker in SHOWN_LOG_LINES):
+                echo(f"  listen | {line}")
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM the supervisor (it stops its workers) and wait; kill the tree if overdue.
+
+        Returns the exit code of ``listen``. Workers run in process groups of their own, so
+        the tree is collected by parent PID before anything is signalled.
+        """
+        tree = _descendants(self.process.pid)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                for pid in [*tree, *_descendants(self.process.pid)]:
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait(timeout=10)
+        # Stragglers (e.g. multiprocessing's resource tracker) exit with their parent.
+        deadline = time.monotonic() + 3.0
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in tree:
+            if _alive(pid):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return self.process.returncode
+
+    def remove_log(self) -> None:
+        with suppress(OSError):
+            self.log_path.unlink()
+
+
+@dataclass
+class Expectations:
+    """What the listeners must have done, exactly once."""
+
+    authors: int = 0
+    reads: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The listeners' effects as the database shows them now."""
+
+    authors: int
+    with_one_post: int
+    with_extra_posts: int
+    reads_counted: int
+    reads_expected: int
+    reads_wrong_posts: int
+    backlog: int
+    failed: int
+
+    @property
+    def settled(self) -> bool:
+        return self.backlog == 0 and (
+            self.with_one_post + self.with_extra_posts == self.authors
+            and self.reads_counted >= self.reads_expected
+        )
+
+    @property
+    def exactly_once(self) -> bool:
+        return (
+            self.with_one_post == self.authors
+            and self.with_extra_posts == 0
+            and self.reads_wrong_posts == 0
+            and self.reads_counted == self.reads_expected
+            and self.backlog == 0
+            and self.failed == 0
+        )
+
+    def progress(self) -> str:
+        return (
+            f"authors written {self.authors:>4} | first posts {self.with_one_post:>4}/"
+            f"{self.authors:<4} | reads counted {self.reads_counted:>3}/{self.reads_expected:<3} "
+            f"| stored backlog {self.backlog:>4}"
+        )
+
+
+DEMO_CHANNELS = (AuthorTriggerChannel.listen_safe_name(), PostReads.listen_safe_name())
+
+
+def _stored() -> NotificationQuerySet:
+    return Notification.objects.filter(channel__in=DEMO_CHANNELS)
+
+
+def snapshot(expected: Expectations) -> Snapshot:
+    authors = Author.objects.filter(name__startswith=NAME_PREFIX).annotate(posts_n=Count("posts"))
+    counts = authors.aggregate(
+        total=Count("pk"),
+        one=Count("pk", filter=Q(posts_n=1)),
+        extra=Count("pk", filter=Q(posts_n__gt=1)),
+    )
+    read_counts = dict(Post.objects.filter(pk__in=expected.reads).values_list("pk", "read_count"))
+    return Snapshot(
+        authors=counts["total"],
+        with_one_post=counts["one"],
+        with_extra_posts=counts["extra"],
+        reads_counted=sum(read_counts.values()),
+        reads_expected=sum(expected.reads.values()),
+        reads_wrong_posts=sum(1 for pk, n in expected.reads.items() if read_counts.get(pk, 0) != n),
+        backlog=_stored().pending().count(),
+        failed=_stored().failed().count(),
+    )
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the pgpubsub demo: two competing workers, exactly-once effects, and recovery "
+        "of messages written while no worker runs. Uses DATABASE_URL."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # SIGTERM unwinds like Ctrl-C, so the finally block below still stops `listen`.
+        signal.signal(signal.SIGTERM, _interrupt)
+        self.started = time.monotonic()
+        self.expected = Expectations()
+        self.check_database()
+        self.say(f"Migrating database {connection.settings_dict['NAME']!r}...")
+        call_command("migrate", verbosity=0)
+        self.clear_old_demo_data()
+        listen: ListenProcess | None = None
+        verdicts: list[bool] = []
+        try:
+            self.heading("1. Two workers compete for the same messages")
+            listen = self.start_listen("--processes", str(PROCESSES))
+            verdicts.append(self.phase_live())
+
+            self.heading("2. Messages written while no worker runs are stored, then recovered")
+            self.stop_listen(listen)
+            self.write_while_nobody_listens()
+            listen = self.start_listen("--recover", "--processes", str(PROCESSES))
+            verdicts.append(self.verify())
+            self.stop_listen(listen)
+        except DemoFailed as exc:
+            raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise CommandError("Interrupted: stopped the listen processes.") from None
+        finally:
+            if listen is not None:
+                if listen.process.poll() is None:
+                    listen.stop(self.stop_timeout())
+                listen.remove_log()
+        self.heading("Result")
+        if not all(verdicts):
+            raise CommandError("exactly once: no (see the phases above)")
+        self.say("exactly once: yes - in both phases every message took effect exactly once.")
+
+    # --- steps -----------------------------------------------------------------------
+
+    def check_database(self) -> None:
+        db = connection.settings_dict
+        try:
+            connection.ensure_connection()
+        except OperationalError as exc:
+            reason = (str(exc).strip().splitlines() or ["no reason given"])[0]
+            raise CommandError(
+                f"Cannot connect to PostgreSQL database {db['NAME']!r} at "
+                f"{db['HOST']}:{db['PORT']} as {db['USER']!r}: {reason}\n"
+                "The demo connects to DATABASE_URL (default "
+                "postgres://postgres@127.0.0.1:5432/postgres). Start PostgreSQL 14+, e.g.\n"
+                "  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n"
+                "  (or: sudo pg_ctlcluster <version> main start / brew services start postgresql)\n"
+                "or point DATABASE_URL at a running server and existing database:\n"
+                "  DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DBNAME make demo\n"
+                "If the server runs but the database does not exist, create it:\n"
+                f"  createdb -h {db['HOST']} -p {db['PORT']} -U {db['USER']} {db['NAME']}"
+            ) from None
+        self.say(
+            f"pgpubsub {pgpubsub.__version__} demo on database {db['NAME']!r} at "
+            f"{db['HOST']}:{db['PORT']}"
+        )
+
+    def clear_old_demo_data(self) -> None:
+        authors = Author.objects.filter(name__startswith=NAME_PREFIX)
+        post_keys = [str(pk) for pk in Post.objects.filter(author__in=authors).values_list("pk")]
+        ListenerEvent.objects.filter(listener="log_new_post", object_key__in=post_keys).delete()
+        _, deleted = authors.delete()
+        stored, _ = _stored().delete()
+        self.say(
+            f"Cleared earlier demo data ({deleted.get('testapp.Author', 0)} authors and their "
+            f"posts, {stored} stored notifications)."
+        )
+
+    def start_listen(self, *args: str) -> ListenProcess:
+        self.say(f"Starting `manage.py listen {' '.join(args)}` ...")
+        listen = ListenProcess.start(*args)
+        try:
+            listen.wait_ready(PROCESSES, READY_TIMEOUT, self.say)
+        except BaseException:
+            listen.stop(self.stop_timeout())
+            listen.remove_log()
+            raise
+        self.say(f"{PROCESSES} workers are listening.")
+        return listen
+
+    def stop_listen(self, listen: ListenProcess) -> None:
+        self.say("Stopping the workers (SIGTERM to the supervisor) ...")
+        code = listen.stop(self.stop_timeout())
+        listen.echo_new_lines(self.say)
+        listen.remove_log()
+        self.say(f"listen exited with code {code}; no worker is running.")
+
+    def phase_live(self) -> bool:
+        singles = 20
+        bulk = 300
+        for number in range(singles):
+            Author(name=f"{NAME_PREFIX}single-{number:03}").save()
+        Author.objects.bulk_create(
+            Author(name=f"{NAME_PREFIX}bulk-{number:03}") for number in range(bulk)
+        )
+        self.expected.authors += singles + bulk
+        self.say(
+            f"Wrote {singles} authors with .save() and {bulk} with one bulk_create; "
+            "each must get exactly one first post."
+        )
+        # Reads need posts: wait for the first few, then read them.
+        self.watch(lambda s: s.with_one_post + s.with_extra_posts >= 10)
+        posts = list(
+            Post.objects.filter(author__name__startswith=NAME_PREFIX)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:10]
+        )
+        self.send_reads(posts, per_post=lambda i: i + 1)
+        return self.verify()
+
+    def write_while_nobody_listens(self) -> None:
+        singles = 5
+        bulk = 200
+        for number in range(singles):
+            Author(name=f"{NAME_PREFIX}late-single-{number:03}").save()
+        Author.objects.bulk_create(
+            Author(name=f"{NAME_PREFIX}late-bulk-{number:03}") for number in range(bulk)
+        )
+        self.expected.authors += singles + bulk
+        self.say(f"Wrote {singles} authors with .save() and {bulk} with one bulk_create.")
+        self.send_reads(list(self.expected.reads)[:5], per_post=lambda i: 3)
+        by_channel = dict(
+            _stored().values_list("channel").annotate(n=Count("pk")).values_list("channel", "n")
+        )
+        self.say(
+            f"Stored, waiting for a worker: "
+            f"{by_channel.get(AuthorTriggerChannel.listen_safe_name(), 0)} notifications of "
+            f"AuthorTriggerChannel, {by_channel.get(PostReads.listen_safe_name(), 0)} of "
+            "PostReads."
+        )
+
+    def send_reads(self, post_ids: list[int], per_post: Callable[[int], int]) -> None:
+        """Read each post ``per_post(i)`` times: half one by one, half in one transaction."""
+        total = 0
+        with transaction.atomic():
+            for index, post_id in enumerate(post_ids):
+                reads = per_post(index)
+                for _ in range(reads // 2):
+                    pgpubsub.notify(PostReads, post_id=post_id)
+                self.expected.reads[post_id] = self.expected.reads.get(post_id, 0) + reads
+                total += reads
+        for index, post_id in enumerate(post_ids):
+            reads = per_post(index)
+            for _ in range(reads - reads // 2):
+                pgpubsub.notify(PostReads, post_id=post_id)
+        self.say(f"Sent {total} PostReads notifications for {len(post_ids)} posts.")
+
+    # --- watching --------------------------------------------------------------------
+
+    def watch(self, done: Callable[[Snapshot], bool]) -> Snapshot:
+        """Print progress whenever it changes, until ``done`` or the deadline."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        last = ""
+        while True:
+            current = snapshot(self.expected)
+            line = current.progress()
+            if line != last:
+                self.say(line)
+                last = line
+            if done(current):
+                return current
+            if time.monotonic() > deadline:
+                self.say(f"Still not settled after {SETTLE_TIMEOUT:.0f} s.")
+                return current
+            time.sleep(TICK)
+
+    def verify(self) -> bool:
+        result = self.watch(lambda s: s.settled)
+        ok = result.exactly_once
+        self.say(
+            f"Authors with exactly one first post: {result.with_one_post}/{result.authors}; "
+            f"with more than one: {result.with_extra_posts}; read counters matching: "
+            f"{len(self.expected.reads) - result.reads_wrong_posts}/{len(self.expected.reads)}; "
+            f"failed notifications: {result.failed}."
+        )
+        self.say(f"exactly once: {'yes' if ok else 'no'}", style=self.style.SUCCESS if ok else None)
+        return ok
+
+    # --- output ----------------------------------------------------------------------
+
+    def stop_timeout(self) -> float:
+        # Workers get PGPUBSUB_SHUTDOWN_TIMEOUT to finish; the supervisor then kills them.
+        return get_settings().shutdown_timeout + 10.0
+
+    def heading(self, text: str) -> None:
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING(text))
+
+    def say(self, text: str, style: Callable[[str], str] | None = None) -> None:
+        elapsed = time.monotonic() - self.started
+        line = f"[{elapsed:5.1f}s] {text}"
+        self.stdout.write(style(line) if style else line)

@@ -1,0 +1,51 @@
+"""A worker whose database connections are cut reconnects by itself and loses nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+import pgpubsub
+from pgpubsub.models import Notification
+from testapp.channels import Task
+from tests.acceptance.conftest import POLL_INTERVAL, StartListen, task_keys
+from tests.support.processes import backend_pids, wait_for
+
+#: The worker's first reconnection waits 0.5 s; the rest is slack for a loaded machine.
+RECONNECT_TIME = 0.5 + 3.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_reconnects_after_its_backends_are_terminated(listen: StartListen) -> None:
+    process = listen("--channels", "testapp.channels.Task")
+    (worker,) = process.wait_for_workers(1)
+    pgpubsub.notify(Task, key="before")
+    wait_for(lambda: task_keys() == ["before"], message="the first task")
+
+    # The LISTEN connection and Django's connection.
+    old_backends = backend_pids(worker)
+    assert len(old_backends) == 2
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [old_backends]
+        )
+        assert all(terminated for (terminated,) in cursor.fetchall())
+
+    # Its NOTIFY may be lost while the worker reconnects: the stored message is not.
+    pgpubsub.notify(Task, key="after")
+    wait_for(
+        lambda: not Notification.objects.exists(),
+        timeout=POLL_INTERVAL + RECONNECT_TIME,
+        message="the task sent after the connections were cut",
+    )
+    process.wait_for_output("Listening on", count=2)
+    new_backends = backend_pids(worker)
+    process.stop()
+
+    assert task_keys() == ["after", "before"]
+    output = process.output()
+    assert "Lost the database connection" in output
+    assert "reconnecting in" in output
+    assert "Reconnected after" in output
+    assert process.worker_pids() == {0: worker}  # the same worker, not a restarted one
+    assert new_backends and not set(new_backends) & set(old_backends)

@@ -1,0 +1,68 @@
+"""Stored messages are never lost: recovered at start, and found by polling without a NOTIFY."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import pgpubsub
+from pgpubsub import codec
+from pgpubsub.models import Notification
+from testapp.channels import Task
+from testapp.models import Author, Post
+from tests.acceptance.conftest import POLL_INTERVAL, StartListen, task_keys
+from tests.support.processes import wait_for
+
+#: Slack for a loaded machine on top of the delays under test.
+MARGIN = 2.0
+
+
+def store_without_notify(key: str) -> None:
+    """Store a Task message as pgpubsub would, but without NOTIFY (as if it were lost)."""
+    payload = json.loads(codec.dumps(Task.build_payload({"key": key})))
+    Notification.objects.create(channel=Task.listen_safe_name(), payload=payload)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover_processes_messages_stored_while_nothing_listened(listen: StartListen) -> None:
+    for number in range(150):  # more than one batch (PGPUBSUB_BATCH_SIZE = 100)
+        pgpubsub.notify(Task, key=f"task {number:03}")
+    Author.objects.bulk_create(Author(name=f"author {number}") for number in range(20))
+    assert Notification.objects.count() == 170
+
+    process = listen(
+        "--recover", "--channels", "testapp.channels.Task", "testapp.channels.AuthorTriggerChannel"
+    )
+    process.wait_for_output("Recovery finished")
+    assert "Recovering 170 stored notification(s) of 2 channel(s)" in process.output()
+    assert "Recovery finished: 170 notification(s)" in process.output()
+    process.stop()
+    assert not Notification.objects.exists()
+    assert task_keys() == [f"task {number:03}" for number in range(150)]
+    assert Post.objects.count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_recover_stored_messages_are_found_within_the_poll_interval(
+    listen: StartListen,
+) -> None:
+    pgpubsub.notify(Task, key="stored before start")
+
+    process = listen("--worker", "--channels", "testapp.channels.Task")
+    process.wait_for_output("Listening on")
+    wait_for(
+        lambda: not Notification.objects.exists(),
+        timeout=POLL_INTERVAL + MARGIN,
+        message="the message stored before the start",
+    )
+
+    # No NOTIFY wakes the worker: only its poll finds the message.
+    store_without_notify("stored silently")
+    wait_for(
+        lambda: not Notification.objects.exists(),
+        timeout=POLL_INTERVAL + MARGIN,
+        message="the poll to find the message stored without NOTIFY",
+    )
+    process.stop()
+    assert task_keys() == ["stored before start", "stored silently"]
