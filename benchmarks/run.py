@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +96,7 @@ def machine(cursor: Any) -> dict[str, Any]:
         platform.machine(),
     )
     return {
+        "code": _code_version(),
         "load_average": round(os.getloadavg()[0], 2),
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
@@ -105,6 +107,22 @@ def machine(cursor: Any) -> dict[str, Any]:
         "psycopg2": psycopg2.__version__.split()[0],
         "pgpubsub": pgpubsub.__version__,
     }
+
+
+def _code_version() -> str:
+    """The commit measured, and whether pgpubsub/ had uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, check=False
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" + uncommitted changes" if git("status", "--porcelain", "pgpubsub") else "")
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.registry import ChannelRegistry, registry
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a channel is processed message by message after a failure in one of its batches.
+_ISOLATION_PERIOD = 60.0
 
 
 def decode_payload(channel: type[BaseChannel], text: str) -> dict[str, Any]:
@@ -73,7 +77,8 @@ class StoredProcessor:
     savepoint per message (two round trips fewer per message). If a callback raises, or a
     deferred constraint fails at commit, the batch is rolled back and run again with one
     savepoint per message, so a failing message rolls back only its own work and is
-    scheduled for a retry (or marked failed) while the others are handled.
+    scheduled for a retry (or marked failed) while the others are handled. The channel then
+    stays in this isolated mode for ``_ISOLATION_PERIOD`` seconds.
     """
 
     def __init__(
@@ -89,11 +94,17 @@ class StoredProcessor:
         self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
         self.extra_filter = listener_filter(self.settings)
         self.should_stop = should_stop
+        self._isolated_until: dict[type[BaseChannel], float] = {}
 
     def process_batch(self, channel: type[BaseChannel]) -> BatchResult:
         """Claim and process one batch of ``channel``'s due notifications."""
+        # After a failure the channel stays isolated for a while: a poison message that is
+        # retried must not make the other callbacks of its batches run twice, again and again.
+        if time.monotonic() < self._isolated_until.get(channel, 0.0):
+            return self._run_isolated(channel)
         result = self._run_optimistic(channel)
         if result is None:
+            self._isolated_until[channel] = time.monotonic() + _ISOLATION_PERIOD
             logger.debug(
                 "A message of a batch of %s failed: redoing it message by message", channel.name()
             )

@@ -104,7 +104,13 @@ def requeue_now(ids: Sequence[int], *, using: str) -> int:
 
 
 def _requeue(queryset: QuerySet[Notification]) -> int:
-    return queryset.update(failed_at=None, attempts=0, available_at=Now())
+    channels = sorted(set(queryset.values_list("channel", flat=True)))
+    count = queryset.update(failed_at=None, attempts=0, available_at=Now())
+    # Ring the doorbell, so that listening workers take them now rather than at their next poll.
+    with connections[queryset.db].cursor() as cursor:
+        for channel in channels:
+            cursor.execute("SELECT pg_notify(%s, '')", [channel])
+    return count
 
 
 def count_due(channels: Sequence[str], *, using: str) -> int:

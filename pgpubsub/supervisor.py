@@ -82,6 +82,7 @@ class Supervisor:
         self.shutdown_timeout = shutdown_timeout
         self.slots = [_Slot(number) for number in range(processes)]
         self.stopping = False
+        self._codes_after_stop: list[int] = []
         self._stop_deadline = 0.0
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -102,14 +103,21 @@ class Supervisor:
             self._wait()
             self._reap()
             if self.stopping:
-                if not self._alive():
-                    logger.info("All workers stopped", extra={"action": "stopped"})
-                    return 0
+                if all(slot.process is None for slot in self.slots):
+                    clean = all(code == 0 for code in self._codes_after_stop)
+                    logger.info(
+                        "All workers stopped%s",
+                        "" if clean else " (some had to be cut off)",
+                        extra={"action": "stopped"},
+                    )
+                    return 0 if clean else 1
                 if time.monotonic() > self._stop_deadline:
                     self._kill_remaining()
                 continue
             self._restart_due()
-            if not self._alive() and all(slot.restart_at is None for slot in self.slots):
+            # Reaped slots only: a worker that died after _reap() is reaped (and restarted)
+            # on the next turn; asking is_alive() again here would end the loop without it.
+            if all(slot.process is None and slot.restart_at is None for slot in self.slots):
                 failed = any(code != 0 for slot in self.slots for code in slot.exit_codes)
                 return 1 if failed else 0
 
@@ -153,6 +161,7 @@ class Supervisor:
             slot.process = None
             slot.exit_codes.append(code)
             if self.stopping:
+                self._codes_after_stop.append(code)
                 continue
             reason = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             if not self.restart_on_failure:
