@@ -100,42 +100,46 @@ class StoredProcessor:
         """Claim and process one batch of ``channel``'s due notifications."""
         # After a failure the channel stays isolated for a while: a poison message that is
         # retried must not make the other callbacks of its batches run twice, again and again.
-        if time.monotonic() < self._isolated_until.get(channel, 0.0):
-            return self._run_isolated(channel)
-        result = self._run_optimistic(channel)
-        if result is None:
+        if time.monotonic() >= self._isolated_until.get(channel, 0.0):
+            result = self._run_batch(channel, isolated=False)
+            if result is not None:
+                return result
             self._isolated_until[channel] = time.monotonic() + _ISOLATION_PERIOD
             logger.debug(
                 "A message of a batch of %s failed: redoing it message by message", channel.name()
             )
-            result = self._run_isolated(channel)
+        result = self._run_batch(channel, isolated=True)
+        assert result is not None  # an isolated batch records failures instead of giving up
         return result
 
-    def _claim(self, channel: type[BaseChannel]) -> list[queue.StoredMessage]:
-        return queue.claim_batch(
-            channel.listen_safe_name(),
-            self.settings.batch_size,
-            using=self.using,
-            extra_filter=self.extra_filter,
-        )
-
-    def _run_optimistic(self, channel: type[BaseChannel]) -> BatchResult | None:
-        """Run a batch without savepoints; None when it had to be rolled back."""
+    def _run_batch(self, channel: type[BaseChannel], *, isolated: bool) -> BatchResult | None:
+        """Run a batch; None when an optimistic (not isolated) batch had to be rolled back."""
         result = BatchResult()
         try:
             with transaction.atomic(using=self.using):
-                messages = self._claim(channel)
+                messages = queue.claim_batch(
+                    channel.listen_safe_name(),
+                    self.settings.batch_size,
+                    using=self.using,
+                    extra_filter=self.extra_filter,
+                )
                 result.claimed = len(messages)
                 handled: list[int] = []
                 for message in messages:
                     if self.should_stop():
                         break  # the rest stay stored and are unlocked at commit
-                    if not self._deliver_stored(channel, message):
+                    if isolated:
+                        if not self._process_one(channel, message):
+                            result.failed += 1
+                            continue
+                    elif not self._deliver_stored(channel, message):
                         transaction.set_rollback(True, using=self.using)
                         return None
                     handled.append(message.id)
                 queue.delete_messages(handled, using=self.using)
         except IntegrityError:
+            if isolated:
+                raise
             return None  # a deferred constraint failed at COMMIT: find the culprit
         result.processed = len(handled)
         return result
@@ -146,23 +150,6 @@ class StoredProcessor:
         except Exception:
             return False
         return True
-
-    def _run_isolated(self, channel: type[BaseChannel]) -> BatchResult:
-        result = BatchResult()
-        with transaction.atomic(using=self.using):
-            messages = self._claim(channel)
-            result.claimed = len(messages)
-            handled: list[int] = []
-            for message in messages:
-                if self.should_stop():
-                    break
-                if self._process_one(channel, message):
-                    handled.append(message.id)
-                else:
-                    result.failed += 1
-            queue.delete_messages(handled, using=self.using)
-            result.processed = len(handled)
-        return result
 
     def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 # Model-free imports only: a spawned child unpickles this module before django.setup().
 from pgpubsub.options import LogOptions, WorkerOptions
+from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +85,13 @@ class Supervisor:
         self.stopping = False
         self._codes_after_stop: list[int] = []
         self._stop_deadline = 0.0
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wakeup = Wakeup()
 
     def run(self) -> int:
         """Supervise until stopped; return the exit code for the command."""
         from django.db import connections
 
-        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        self._wakeup.ring_on_signals()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         # Children must not share the parent's database sockets (fork) and do not need them.
@@ -141,15 +140,11 @@ class Supervisor:
 
     def _wait(self) -> None:
         waitables: list[object] = [p.sentinel for p in self._alive()]
-        waitables.append(self._wake_read)
+        waitables.append(self._wakeup.fileno)
         timeouts = [s.restart_at - time.monotonic() for s in self.slots if s.restart_at]
         timeout = max(0.0, min([1.0, *timeouts]))
         multiprocessing.connection.wait(waitables, timeout=timeout)  # type: ignore[arg-type]
-        try:
-            while os.read(self._wake_read, 512):
-                pass
-        except BlockingIOError:
-            pass
+        self._wakeup.clear()
 
     def _reap(self) -> None:
         for slot in self.slots:

@@ -7,7 +7,6 @@ reconnect, or a message left by a killed worker, costs latency and never a messa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
@@ -41,6 +40,7 @@ from pgpubsub.connection import (
 from pgpubsub.options import WorkerOptions
 from pgpubsub.processing import BatchResult, Dispatcher, StoredProcessor, deliver_fanout
 from pgpubsub.registry import registry
+from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ class Worker:
         self.stopping = False
         self._stop_requested_at = 0.0
         self._listener: ListenConnection | None = None
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wakeup = Wakeup()
         self._processor = StoredProcessor(
             using=options.using, settings=self.settings, should_stop=lambda: self.stopping
         )
@@ -140,8 +138,7 @@ class Worker:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
         self._disconnect()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._wakeup.close()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),
@@ -154,8 +151,7 @@ class Worker:
     def request_stop(self) -> None:
         """Ask the worker to stop after the current message (thread- and signal-safe)."""
         self.stopping = True
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_write, b"s")
+        self._wakeup.ring()
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         driver = driver_module(self.options.using)
@@ -234,7 +230,7 @@ class Worker:
     # --- the loop --------------------------------------------------------------------
 
     def _wake_fds(self) -> list[int]:
-        fds = [self._wake_read]
+        fds = [self._wakeup.fileno]
         parent = multiprocessing.parent_process()
         if parent is not None and parent.sentinel is not None:
             fds.append(parent.sentinel)
@@ -245,20 +241,13 @@ class Worker:
         next_poll = time.monotonic() + self.settings.poll_interval
         while not self.stopping:
             messages = self._listener.wait(next_poll - time.monotonic(), self._wake_fds())
-            self._clear_wake_pipe()
+            self._wakeup.clear()
             self._stop_if_orphaned()
             self._handle(messages)
             if time.monotonic() >= next_poll:
                 self._listener.ping()
                 self._drain_all()
                 next_poll = time.monotonic() + self.settings.poll_interval
-
-    def _clear_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_read, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _stop_if_orphaned(self) -> None:
         parent = multiprocessing.parent_process()
