@@ -48,11 +48,6 @@ class Notification(models.Model):
                 name="pgpubsub_notification_queue",
                 condition=Q(failed_at__isnull=True),
             ),
-            models.Index(
-                fields=["channel", "id"],
-                name="pgpubsub_notification_failed",
-                condition=Q(failed_at__isnull=False),
-            ),
         ]
 
     def __str__(self) -> str:

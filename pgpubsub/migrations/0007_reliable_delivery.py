@@ -95,15 +95,16 @@ CREATE OR REPLACE FUNCTION pgpubsub_publish_v1(
 ) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     v_context jsonb := NULLIF(current_setting('pgpubsub.notification_context', true), '')::jsonb;
+    -- What all rows share, built once: per row only old and new are added.
+    v_base jsonb := jsonb_build_object(
+        'app', p_app, 'model', p_model, 'trigger', p_trigger, 'context', v_context
+    );
     v_payloads jsonb[];
 BEGIN
     IF p_lockable THEN
         INSERT INTO pgpubsub_notification (channel, payload, created_at, db_version)
         SELECT p_channel,
-               jsonb_build_object(
-                   'app', p_app, 'model', p_model, 'trigger', p_trigger,
-                   'old', old_row, 'new', new_row, 'context', v_context
-               ),
+               v_base || jsonb_build_object('old', old_row, 'new', new_row),
                now(),
                (SELECT max(m.id) FROM django_migrations AS m WHERE m.app = p_app)
         FROM unnest(p_old, p_new) AS rows (old_row, new_row);
@@ -112,12 +113,7 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    SELECT array_agg(
-        jsonb_build_object(
-            'app', p_app, 'model', p_model, 'trigger', p_trigger,
-            'old', old_row, 'new', new_row, 'context', v_context
-        )
-    )
+    SELECT array_agg(v_base || jsonb_build_object('old', old_row, 'new', new_row))
     INTO v_payloads
     FROM unnest(p_old, p_new) AS rows (old_row, new_row);
     PERFORM pgpubsub_send_v1(p_channel, false, p_app, v_payloads);
@@ -201,14 +197,6 @@ class Migration(migrations.Migration):
                 condition=models.Q(failed_at__isnull=True),
                 fields=["channel", "id"],
                 name="pgpubsub_notification_queue",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="notification",
-            index=models.Index(
-                condition=models.Q(failed_at__isnull=False),
-                fields=["channel", "id"],
-                name="pgpubsub_notification_failed",
             ),
         ),
         migrations.CreateModel(
