@@ -31,7 +31,7 @@ typecheck: $(BIN)/.installed
 migrations-check: $(BIN)/.installed
 	$(BIN)/python testapp/manage.py makemigrations --check --dry-run pgpubsub testapp
 
-# The benchmark suite (benchmarks/README.md): about 10 minutes; bench-smoke: well under one.
+# The benchmark suite (benchmarks/README.md): about 7 minutes; bench-smoke: well under one.
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run.py
 

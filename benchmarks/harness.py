@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -74,8 +75,9 @@ def dsn() -> dict[str, Any]:
     from django.db import connection
 
     params = dict(connection.get_connection_params())
-    params.pop("cursor_factory", None)
-    params.pop("pool", None)
+    # Django's own connection options, and those of psycopg 3 when Django uses it.
+    for key in ("cursor_factory", "pool", "context", "prepare_threshold"):
+        params.pop(key, None)
     return params
 
 
@@ -237,11 +239,15 @@ def py_spy(pids: Sequence[int], directory: Path | None, label: str) -> Iterator[
     if directory is None:
         yield
         return
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    executable = shutil.which("py-spy", path=search)
+    if executable is None:
+        raise BenchmarkError("--py-spy needs py-spy: pip install py-spy")
     directory.mkdir(parents=True, exist_ok=True)
     recorders = [
         subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("py-spy")),
+                executable,
                 "record",
                 "--pid",
                 str(pid),

@@ -13,7 +13,12 @@ from typing import Any
 
 # Where a worker waits for a NOTIFY: idle, not work.
 _IDLE_FUNCTIONS = ("<built-in method select.select>", "<method 'poll' of 'select.epoll' objects>")
-_IDLE_FRAMES = ("Listener.wait (pgpubsub/connection.py", "Supervisor._wait (pgpubsub/supervisor.py")
+
+
+def _idle(leaf: str) -> bool:
+    """A sample whose innermost Python frame is the LISTEN connection's ``wait``."""
+    name, _, where = leaf.partition(" (")
+    return name.endswith(".wait") and where.startswith("pgpubsub/connection.py")
 
 
 def _where(function: tuple[str, int, str]) -> str:
@@ -92,7 +97,7 @@ def py_spy_summary(directory: Path, label: str, top: int = 20) -> str:
                 continue
             frames, count = _frames(line)
             frames = [_short(frame) for frame in frames]
-            if frames[-1].startswith(_IDLE_FRAMES):
+            if _idle(frames[-1]):
                 idle += count
                 continue
             busy += count

@@ -111,7 +111,12 @@ def machine(cursor: Any) -> dict[str, Any]:
 
 def _code_version() -> str:
     """The commit measured, and whether pgpubsub/ had uncommitted changes."""
+    import pgpubsub
+
     root = Path(__file__).resolve().parents[1]
+    imported = Path(pgpubsub.__file__).resolve().parent
+    if imported != root / "pgpubsub":
+        return f"pgpubsub imported from {imported}"
 
     def git(*args: str) -> str:
         try:

@@ -361,10 +361,11 @@ def claim_plan(pending: int) -> str:
             """
             EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON)
             SELECT id, payload::text, attempts FROM pgpubsub_notification
-            WHERE channel = %s AND failed_at IS NULL AND available_at <= now()
-            ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED
+            WHERE channel = ANY(%s) AND failed_at IS NULL
+            AND available_at <= statement_timestamp()
+            ORDER BY channel, id LIMIT 100 FOR UPDATE SKIP LOCKED
             """,
-            [item_channel_name()],
+            [[item_channel_name()]],
         )
         transaction.set_rollback(True)
     lines = [line for (line,) in plan]

@@ -41,7 +41,7 @@ from pgpubsub.listeners import (
     pre_update_listener,
     trigger_listener,
 )
-from pgpubsub.notify import notify, set_notification_context
+from pgpubsub.notify import anotify, notify, set_notification_context
 
 try:
     __version__ = version("pgpubsub")
@@ -70,6 +70,7 @@ __all__ = [
     "PgPubSubError",
     "TriggerChannel",
     "__version__",
+    "anotify",
     "listener",
     "locate_channel",
     "notify",

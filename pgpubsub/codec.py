@@ -267,9 +267,12 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+_EXACT_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def loads_exact(text: str | bytes) -> Any:
     """Parse JSON keeping every number with a fraction as an exact ``Decimal``."""
-    return json.loads(text, parse_float=Decimal)
+    return _EXACT_DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
 # --- database rows ---------------------------------------------------------------------
@@ -297,6 +300,9 @@ def _column_converter(field: models.Field[Any, Any]) -> Converter:
     return field.to_python
 
 
+_MISSING = object()
+
+
 class ModelRowDecoder:
     """Turns a row as PostgreSQL's ``to_jsonb`` writes it into an unsaved model instance.
 
@@ -307,35 +313,45 @@ class ModelRowDecoder:
 
     def __init__(self, model: type[models.Model]) -> None:
         self.model = model
-        self._columns: dict[str, tuple[str, str, Converter]] = {
-            str(field.column): (field.attname, field.name, _column_converter(field))
-            for field in model._meta.concrete_fields
+        fields = list(model._meta.concrete_fields)
+        # Instances are built with positional values in concrete-field order: Django's
+        # fastest constructor path (no keyword or descriptor handling).
+        self._fields = fields
+        self._columns: dict[str, tuple[int, str, Converter]] = {
+            str(field.column): (position, field.name, _column_converter(field))
+            for position, field in enumerate(fields)
         }
         # A multi-table child's row holds only its own table: its ancestors share its pk.
-        self._ancestor_pks = [parent._meta.pk.attname for parent in model._meta.get_parent_list()]
+        attnames = [field.attname for field in fields]
+        ancestor_pks = [parent._meta.pk.attname for parent in model._meta.get_parent_list()]
+        self._ancestor_positions = [attnames.index(attname) for attname in ancestor_pks]
         pk = model._meta.pk
-        self._pk_attname = pk.attname if pk is not None else None
+        self._pk_position = attnames.index(pk.attname) if pk is not None else None
 
     def decode(self, row: dict[str, Any] | None) -> models.Model | None:
         if row is None:
             return None
-        values: dict[str, Any] = {}
+        values: list[Any] = [_MISSING] * len(self._fields)
         for column, raw in row.items():
             spec = self._columns.get(column)
             if spec is None:
                 continue
-            attname, name, convert = spec
+            position, name, convert = spec
             try:
-                values[attname] = None if raw is None else convert(raw)
+                values[position] = None if raw is None else convert(raw)
             except (ValidationError, TypeError, ValueError, ArithmeticError) as exc:
                 raise PayloadError(
                     f"Column {column!r} of {self.model._meta.label} holds {raw!r}, which "
                     f"field {name!r} cannot read: {exc}"
                 ) from None
-        if self._pk_attname in values:
-            for attname in self._ancestor_pks:
-                values.setdefault(attname, values[self._pk_attname])
-        return self.model(**values)
+        if self._pk_position is not None and values[self._pk_position] is not _MISSING:
+            for position in self._ancestor_positions:
+                if values[position] is _MISSING:
+                    values[position] = values[self._pk_position]
+        for position, value in enumerate(values):
+            if value is _MISSING:
+                values[position] = self._fields[position].get_default()
+        return self.model(*values)
 
 
 _row_decoders: dict[type[models.Model], ModelRowDecoder] = {}

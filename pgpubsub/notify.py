@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -57,6 +58,25 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: 
             ],
         )
     return payload
+
+
+async def anotify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: Any) -> str:
+    """Async variant of :func:`notify`, for async views and other coroutines.
+
+    Runs ``notify()`` through ``sync_to_async``, like Django's async ORM methods (``acreate``
+    and the like), so it uses the same database connection as they do.
+
+    Example::
+
+        async def read_post(request, pk):
+            await pgpubsub.anotify(PostReads, post_id=pk)
+            ...
+
+    Raises:
+        ChannelNotFound: ``channel`` names no channel.
+        PayloadError: a field is missing, unknown, or of the wrong type.
+    """
+    return await sync_to_async(notify)(channel, using=using, **kwargs)
 
 
 def set_notification_context(context: dict[str, Any], using: str | None = None) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils.module_loading import import_string
@@ -57,7 +58,13 @@ class Dispatcher:
         ran = 0
         for listener in self._registry.listeners_for(channel):
             if listener.accepts(payload):
-                listener.callback(**kwargs)
+                if listener.is_async:
+                    # Runs the coroutine in a fresh event loop and the code it hands to
+                    # sync_to_async (Django's async ORM methods) back on this thread: on this
+                    # thread's connection, inside the batch's transaction.
+                    async_to_sync(listener.callback)(**kwargs)
+                else:
+                    listener.callback(**kwargs)
                 ran += 1
         return ran
 

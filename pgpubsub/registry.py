@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from asgiref.sync import iscoroutinefunction
 
 from pgpubsub.channel import BaseChannel, locate_channel
 from pgpubsub.exceptions import ChannelDefinitionError, ChannelNotFound
@@ -18,13 +20,19 @@ class Listener:
 
     ``triggers`` names the pgpubsub triggers whose messages the callback handles (``None``:
     every message of the channel). ``operations`` is used for messages stored by
-    django-pgpubsub 1.3, which do not name their trigger.
+    django-pgpubsub 1.3, which do not name their trigger. ``is_async`` tells an
+    ``async def`` callback, which the dispatcher awaits, from a plain one.
     """
 
     channel: type[BaseChannel]
     callback: Callback
     triggers: frozenset[str] | None = None
     operations: frozenset[str] | None = None
+    is_async: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Decided once, here, rather than for every message.
+        object.__setattr__(self, "is_async", iscoroutinefunction(self.callback))
 
     @property
     def key(self) -> tuple[str, str, frozenset[str] | None]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from pgpubsub import Channel, TriggerChannel
-from testapp.models import Author, Child, Media, Post
+from testapp.models import Author, Child, LedgerEntry, Media, Post
 
 
 @dataclass
@@ -74,11 +74,30 @@ class Task(Channel):
     lock_notifications = True
 
 
+@dataclass
+class AsyncTask(Channel):
+    """Like Task, for an ``async def`` listener."""
+
+    key: str
+    fail: bool = False
+    lock_notifications = True
+
+
+@dataclass
+class LedgerEntryTriggerChannel(TriggerChannel):
+    """Entries live in the "other" database: its trigger is installed there only."""
+
+    model = LedgerEntry
+    lock_notifications = True
+
+
 __all__ = [
     "Announcement",
+    "AsyncTask",
     "Author",
     "AuthorTriggerChannel",
     "ChildTriggerChannel",
+    "LedgerEntryTriggerChannel",
     "MediaTriggerChannel",
     "Post",
     "PostReads",

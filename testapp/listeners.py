@@ -11,14 +11,16 @@ from django.db.models import F
 import pgpubsub
 from testapp.channels import (
     Announcement,
+    AsyncTask,
     AuthorTriggerChannel,
     ChildTriggerChannel,
+    LedgerEntryTriggerChannel,
     MediaTriggerChannel,
     PostReads,
     PostTriggerChannel,
     Task,
 )
-from testapp.models import Author, ListenerEvent, Post
+from testapp.models import Author, Ledger, LedgerEntry, ListenerEvent, Post
 
 
 @pgpubsub.post_insert_listener(AuthorTriggerChannel)
@@ -94,3 +96,19 @@ def run_task(key: str, fail: bool, sleep: float) -> None:
     if fail:
         raise ValueError(f"task {key} was asked to fail")
     ListenerEvent.objects.create(listener="task", object_key=key, pid=os.getpid())
+
+
+@pgpubsub.listener(AsyncTask)
+async def run_async_task(key: str, fail: bool) -> None:
+    """An async listener: its ORM work joins the worker's transaction, as a plain one's does."""
+    await ListenerEvent.objects.acreate(listener="async_task", object_key=key, pid=os.getpid())
+    if fail:
+        raise ValueError(f"async task {key} was asked to fail")
+
+
+@pgpubsub.post_insert_listener(LedgerEntryTriggerChannel)
+def apply_ledger_entry(old: LedgerEntry | None, new: LedgerEntry, **context: Any) -> None:
+    """Runs on a worker of the "other" database, where the router sends ledgers."""
+    Ledger.objects.filter(pk=new.ledger_id).update(
+        balance=F("balance") + new.amount, last_applied_by=os.getpid()
+    )

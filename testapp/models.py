@@ -1,4 +1,7 @@
-"""Models of the example app: authors and their posts, plus models the tests exercise."""
+"""Models of the example app: authors and their posts, plus models the tests exercise.
+
+``Ledger`` and ``LedgerEntry`` live in the second database, "other" (see ``testapp.routers``).
+"""
 
 from __future__ import annotations
 
@@ -63,3 +66,18 @@ class ListenerEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     pid = models.IntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
+
+
+class Ledger(models.Model):
+    """A balance kept by a listener, in the "other" database (the multi-database example)."""
+
+    name = models.CharField(max_length=100)
+    balance = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0"))
+    last_applied_by = models.IntegerField(default=0)
+
+
+class LedgerEntry(models.Model):
+    """Each new entry is added to its ledger's balance, exactly once."""
+
+    ledger = models.ForeignKey(Ledger, on_delete=models.CASCADE, related_name="entries")
+    amount = models.DecimalField(max_digits=20, decimal_places=2)

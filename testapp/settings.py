@@ -1,12 +1,16 @@
 """Settings of the pgpubsub example project (also used by the test suite).
 
-The database comes from DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres.
+The database comes from DATABASE_URL; without it, the server on 127.0.0.1:5432; without one,
+an embedded PostgreSQL that lives as long as this process (testapp/embedded_db.py). The
+second one ("other", for the multi-database example) from OTHER_DATABASE_URL.
 """
 
 from __future__ import annotations
 
 import os
 from urllib.parse import unquote, urlsplit
+
+from testapp import embedded_db
 
 SECRET_KEY = "pgpubsub-example-not-secret"
 DEBUG = True
@@ -67,11 +71,18 @@ def database_from_url(url: str) -> dict[str, object]:
     }
 
 
-DATABASES = {
-    "default": database_from_url(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    )
-}
+# pytest-django imports these settings before it loads any conftest.py, so the embedded
+# server (if one is needed) is started here, for the test session as for manage.py.
+DATABASES = {"default": database_from_url(embedded_db.database_url())}
+
+# A second database, "other", on the same server: testapp.routers sends the ledger models there.
+# OTHER_DATABASE_URL, default: the default database's name with "_other" appended.
+DATABASES["other"] = (
+    database_from_url(os.environ["OTHER_DATABASE_URL"])
+    if os.environ.get("OTHER_DATABASE_URL")
+    else {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}_other"}
+)
+DATABASE_ROUTERS = ["testapp.routers.LedgerRouter"]
 
 # Short intervals so the example (and the tests) react quickly; the defaults suit production.
 PGPUBSUB_POLL_INTERVAL = float(os.environ.get("PGPUBSUB_POLL_INTERVAL", "1.0"))

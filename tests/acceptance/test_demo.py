@@ -16,7 +16,7 @@ DEMO_TIMEOUT = 120.0
 
 @pytest.mark.django_db(transaction=True)
 def test_demo_delivers_exactly_once_recovers_the_backlog_and_exits_0() -> None:
-    env = {**os.environ, "DATABASE_URL": processes.test_database_url(), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **processes.test_database_env()}
     demo = subprocess.Popen(
         [sys.executable, str(processes.MANAGE_PY), "demo"],
         stdout=subprocess.PIPE,

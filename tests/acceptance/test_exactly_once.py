@@ -12,7 +12,7 @@ from django.db.models import Count
 
 import pgpubsub
 from pgpubsub.models import Notification
-from testapp.channels import Task
+from testapp.channels import AsyncTask, Task
 from testapp.models import Author, ListenerEvent, Post
 from tests.acceptance.conftest import MAX_ATTEMPTS, POLL_INTERVAL, StartListen, task_keys
 from tests.support.processes import holds_open_transaction, run_manage, wait_for
@@ -231,3 +231,32 @@ def test_message_breaking_a_deferred_foreign_key_fails_alone(listen: StartListen
     assert failed.payload["new"]["id"] == gone_id
     assert failed.attempts == MAX_ATTEMPTS
     assert "violates foreign key constraint" in failed.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_run_an_async_listener_exactly_once_and_retry_its_failures(
+    listen: StartListen,
+) -> None:
+    process = listen("--processes", "2", "--channels", "testapp.channels.AsyncTask")
+    process.wait_for_workers(2)
+
+    keys = [f"async {number}" for number in range(100)]
+    for key in keys:
+        pgpubsub.notify(AsyncTask, key=key)
+        if key.endswith("0"):
+            pgpubsub.notify(AsyncTask, key=f"{key} bad", fail=True)
+
+    # A failing message is retried, then kept as a dead letter, and its writes are gone.
+    wait_for(
+        lambda: (
+            Notification.objects.count() == 10
+            and Notification.objects.filter(failed_at__isnull=False).count() == 10
+        ),
+        timeout=60,
+        message="100 handled and 10 dead letters",
+    )
+    process.stop()
+    events = ListenerEvent.objects.filter(listener="async_task")
+    assert sorted(events.values_list("object_key", flat=True)) == sorted(keys)
+    assert set(events.values_list("pid", flat=True)) <= set(process.worker_pids().values())
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {MAX_ATTEMPTS}

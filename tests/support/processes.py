@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 MANAGE_PY = Path(__file__).resolve().parents[2] / "testapp" / "manage.py"
 
@@ -36,14 +36,26 @@ def wait_for(
         time.sleep(interval)
 
 
-def test_database_url() -> str:
-    """The URL of the database the current test uses (pytest-django's test database)."""
-    settings = connection.settings_dict
+def test_database_url(alias: str = "default") -> str:
+    """The URL of database ``alias`` as the current test uses it (pytest-django's test database)."""
+    settings = connections[alias].settings_dict
     password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
     return (
         f"postgres://{settings['USER']}{password}@{settings['HOST']}:{settings['PORT']}"
         f"/{settings['NAME']}"
     )
+
+
+def test_database_env() -> dict[str, str]:
+    """Environment variables pointing a ``manage.py`` subprocess at the test databases.
+
+    DATABASE_URL for "default", OTHER_DATABASE_URL for "other" (testapp/settings.py).
+    """
+    return {
+        "DATABASE_URL": test_database_url("default"),
+        "OTHER_DATABASE_URL": test_database_url("other"),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @dataclass
@@ -153,7 +165,7 @@ def listen_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Li
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (outlives this statement)
         prefix="pgpubsub-listen-", suffix=".log", delete=False
     )
-    full_env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"}
+    full_env = {**os.environ, **test_database_env()}
     full_env.update(env or {})
     process = subprocess.Popen(
         [sys.executable, str(MANAGE_PY), "listen", *args],
@@ -175,7 +187,7 @@ def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 6
 
     Raises ``subprocess.CalledProcessError`` (with the output) when it exits non-zero.
     """
-    full_env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"}
+    full_env = {**os.environ, **test_database_env()}
     full_env.update(env or {})
     result = subprocess.run(
         [sys.executable, str(MANAGE_PY), *args],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pytest
@@ -46,6 +47,10 @@ def on_order(order_id: int) -> None:
 
 
 def on_invoice(invoice_id: int) -> None:
+    pass
+
+
+async def on_order_async(order_id: int) -> None:
     pass
 
 
@@ -128,3 +133,9 @@ def test_message_stored_by_django_pgpubsub_is_matched_by_its_operation() -> None
     assert inserts.accepts({"old": None, "new": {"id": 1}})
     assert not inserts.accepts({"old": {"id": 1}, "new": {"id": 1}})
     assert not inserts.accepts({"old": {"id": 1}, "new": None})
+
+
+def test_listener_tells_once_at_registration_whether_its_callback_is_async() -> None:
+    assert Listener(Orders, on_order_async).is_async
+    assert Listener(Orders, functools.partial(on_order_async)).is_async
+    assert not Listener(Orders, on_order).is_async

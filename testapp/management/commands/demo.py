@@ -30,6 +30,7 @@ from django.db.models import Count, Q
 import pgpubsub
 from pgpubsub.conf import get_settings
 from pgpubsub.models import Notification, NotificationQuerySet
+from testapp import embedded_db
 from testapp.channels import AuthorTriggerChannel, PostReads
 from testapp.models import Author, ListenerEvent, Post
 
@@ -318,18 +319,24 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Cannot connect to PostgreSQL database {db['NAME']!r} at "
                 f"{db['HOST']}:{db['PORT']} as {db['USER']!r}: {reason}\n"
-                "The demo connects to DATABASE_URL (default "
-                "postgres://postgres@127.0.0.1:5432/postgres). Start PostgreSQL 14+, e.g.\n"
-                "  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n"
-                "  (or: sudo pg_ctlcluster <version> main start / brew services start postgresql)\n"
-                "or point DATABASE_URL at a running server and existing database:\n"
+                "The demo connects to DATABASE_URL if it is set, else to "
+                "postgres://postgres@127.0.0.1:5432/postgres if a server answers there, else "
+                "to an embedded PostgreSQL it starts itself (testapp/embedded_db.py).\n"
+                "Point DATABASE_URL at a running server and existing database:\n"
                 "  DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DBNAME make demo\n"
+                "or unset DATABASE_URL and free 127.0.0.1:5432 to use the embedded server.\n"
                 "If the server runs but the database does not exist, create it:\n"
                 f"  createdb -h {db['HOST']} -p {db['PORT']} -U {db['USER']} {db['NAME']}"
             ) from None
+        server = embedded_db.embedded_server()
         self.say(
             f"pgpubsub {pgpubsub.__version__} demo on database {db['NAME']!r} at "
             f"{db['HOST']}:{db['PORT']}"
+            + (
+                f" (an embedded PostgreSQL {server.major_version}, removed when the demo ends)"
+                if server
+                else ""
+            )
         )
 
     def clear_old_demo_data(self) -> None:
