@@ -42,6 +42,7 @@ from pgpubsub.listeners import (
     trigger_listener,
 )
 from pgpubsub.notify import anotify, notify, set_notification_context
+from pgpubsub.signals import notification_failed, notification_processed
 
 try:
     __version__ = version("pgpubsub")
@@ -73,6 +74,8 @@ __all__ = [
     "anotify",
     "listener",
     "locate_channel",
+    "notification_failed",
+    "notification_processed",
     "notify",
     "post_delete_listener",
     "post_insert_listener",

@@ -37,6 +37,8 @@ class PgPubSubSettings:
     reconnect_timeout: float = 600.0
     #: Seconds an oversized fan-out payload is kept for listeners to read.
     broadcast_retention: float = 3600.0
+    #: Seconds between two progress log lines of ``listen --recover`` (0: after every batch).
+    progress_interval: float = 5.0
 
 
 _PREFIX = "PGPUBSUB_"

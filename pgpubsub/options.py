@@ -5,7 +5,7 @@ Kept free of model imports, so a spawned child can unpickle them before Django i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 DEFAULT_DB_ALIAS = "default"
 
@@ -21,6 +21,18 @@ class WorkerOptions:
     #: Never LISTEN; scan stored notifications every poll interval (for pgbouncer in
     #: transaction pooling mode, where LISTEN does not work).
     poll_only: bool = False
+    #: Serve Prometheus metrics on this port (``pgpubsub.metrics``); None: no metrics.
+    metrics_port: int | None = None
+    #: The address the metrics server binds to.
+    metrics_address: str = "0.0.0.0"
+    #: With ``recover``: draw a progress bar on stderr if it is a terminal.
+    progress_bar: bool = False
+
+    def for_worker(self, number: int) -> WorkerOptions:
+        """The options of supervised worker ``number``: its own metrics port, port + number."""
+        if self.metrics_port is None:
+            return self
+        return replace(self, metrics_port=self.metrics_port + number)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -15,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils.module_loading import import_string
 
-from pgpubsub import codec, queue
+from pgpubsub import codec, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.registry import ChannelRegistry, registry
@@ -76,6 +77,56 @@ class BatchResult:
     failed: int = 0
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How one attempt at a message ended, reported by the signals once its transaction ended."""
+
+    notification_id: int | None
+    attempt: int
+    duration: float
+    claim_latency: float | None
+    error: BaseException | None = None
+    will_retry: bool = False
+
+    @classmethod
+    def of_stored(
+        cls, message: queue.StoredMessage, started: float, error: BaseException | None = None
+    ) -> _Outcome:
+        return cls(
+            message.id,
+            message.attempts + 1,
+            time.perf_counter() - started,
+            message.claim_latency,
+            error,
+        )
+
+
+def _report(channel: type[BaseChannel], outcomes: Iterable[_Outcome]) -> None:
+    """Send ``notification_processed`` or ``notification_failed`` for each outcome."""
+    for outcome in outcomes:
+        common = {
+            "notification_id": outcome.notification_id,
+            "attempt": outcome.attempt,
+            "duration": outcome.duration,
+            "claim_latency": outcome.claim_latency,
+        }
+        if outcome.error is None:
+            responses = signals.notification_processed.send_robust(channel, **common)
+        else:
+            responses = signals.notification_failed.send_robust(
+                channel, error=outcome.error, will_retry=outcome.will_retry, **common
+            )
+        for receiver, response in responses:
+            if isinstance(response, Exception):
+                logger.error(
+                    "Signal receiver %r raised on a message of channel %s (ignored)",
+                    receiver,
+                    channel.name(),
+                    exc_info=response,
+                    extra={"action": "signal_failed", "channel": channel.name()},
+                )
+
+
 class StoredProcessor:
     """Claims stored notifications in batches and runs their callbacks exactly once.
 
@@ -122,6 +173,8 @@ class StoredProcessor:
     def _run_batch(self, channel: type[BaseChannel], *, isolated: bool) -> BatchResult | None:
         """Run a batch; None when an optimistic (not isolated) batch had to be rolled back."""
         result = BatchResult()
+        # Timed and reported only when a signal receiver is connected (hot path).
+        outcomes: list[_Outcome] | None = [] if signals.receivers_connected() else None
         try:
             with transaction.atomic(using=self.using):
                 messages = queue.claim_batch(
@@ -129,6 +182,7 @@ class StoredProcessor:
                     self.settings.batch_size,
                     using=self.using,
                     extra_filter=self.extra_filter,
+                    measure_latency=outcomes is not None,
                 )
                 result.claimed = len(messages)
                 handled: list[int] = []
@@ -136,12 +190,19 @@ class StoredProcessor:
                     if self.should_stop():
                         break  # the rest stay stored and are unlocked at commit
                     if isolated:
-                        if not self._process_one(channel, message):
+                        outcome = self._process_one(channel, message)
+                        if outcomes is not None:
+                            outcomes.append(outcome)
+                        if outcome.error is not None:
                             result.failed += 1
                             continue
-                    elif not self._deliver_stored(channel, message):
-                        transaction.set_rollback(True, using=self.using)
-                        return None
+                    else:
+                        started = time.perf_counter() if outcomes is not None else 0.0
+                        if not self._deliver_stored(channel, message):
+                            transaction.set_rollback(True, using=self.using)
+                            return None
+                        if outcomes is not None:
+                            outcomes.append(_Outcome.of_stored(message, started))
                     handled.append(message.id)
                 queue.delete_messages(handled, using=self.using)
         except IntegrityError:
@@ -149,6 +210,8 @@ class StoredProcessor:
                 raise
             return None  # a deferred constraint failed at COMMIT: find the culprit
         result.processed = len(handled)
+        if outcomes:
+            _report(channel, outcomes)  # after the commit: a redone batch reports once
         return result
 
     def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
@@ -158,14 +221,16 @@ class StoredProcessor:
             return False
         return True
 
-    def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
+    def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> _Outcome:
+        started = time.perf_counter()
         try:
             with transaction.atomic(using=self.using):
                 self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()
-        except Exception:
+        except Exception as exc:
+            failure = _Outcome.of_stored(message, started, exc)
             error = traceback.format_exc()
             dead = queue.record_failure(message, error, using=self.using, settings=self.settings)
             logger.error(
@@ -183,7 +248,8 @@ class StoredProcessor:
                     "attempt": message.attempts + 1,
                 },
             )
-            return False
+            return dataclasses.replace(failure, will_retry=not dead)
+        outcome = _Outcome.of_stored(message, started)
         logger.debug(
             "Processed notification %s of channel %s: %s",
             message.id,
@@ -191,7 +257,7 @@ class StoredProcessor:
             message.payload_text,
             extra={"action": "processed", "channel": channel.name(), "notification_id": message.id},
         )
-        return True
+        return outcome
 
     def drain(self, channel: type[BaseChannel]) -> BatchResult:
         """Process batches of ``channel`` until none is due (or a stop is requested)."""
@@ -210,17 +276,22 @@ def deliver_fanout(
     dispatcher: Dispatcher, channel: type[BaseChannel], payload: dict[str, Any], using: str
 ) -> bool:
     """Run the callbacks of a fan-out message; a failure is logged and the worker carries on."""
+    observed = signals.receivers_connected()
+    started = time.perf_counter() if observed else 0.0
+    error: Exception | None = None
     try:
         with transaction.atomic(using=using):
             dispatcher.deliver(channel, payload)
-    except Exception:
+    except Exception as exc:
+        error = exc
         logger.exception(
             "A listener of channel %s failed on a fan-out message (not retried)",
             channel.name(),
             extra={"action": "failed", "channel": channel.name()},
         )
-        return False
-    return True
+    if observed:
+        _report(channel, [_Outcome(None, 1, time.perf_counter() - started, None, error)])
+    return error is None
 
 
 def process_stored_notifications(

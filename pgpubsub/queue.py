@@ -31,12 +31,22 @@ class StoredMessage:
     channel: str
     payload_text: str
     attempts: int
+    #: Seconds between the moment the message became due and its claim, when measured.
+    claim_latency: float | None = None
 
 
 def claim_batch(
-    channel: str, limit: int, *, using: str, extra_filter: Q | None = None
+    channel: str,
+    limit: int,
+    *,
+    using: str,
+    extra_filter: Q | None = None,
+    measure_latency: bool = False,
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    With ``measure_latency``, each message's ``claim_latency`` is read too (a column more
+    to compute and decode per row: only when signal receivers want it).
 
     Must run inside a transaction; rows locked by other workers are skipped. Written so
     that the plan always walks the partial queue index (``channel = ANY`` with ``ORDER BY
@@ -46,15 +56,22 @@ def claim_batch(
     connection = connections[using]
     table = connection.ops.quote_name(Notification._meta.db_table)
     where, params = _filter_sql(extra_filter, using)
+    latency = (
+        ", extract(epoch FROM statement_timestamp() - available_at)::float8"
+        if measure_latency
+        else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, payload::text, attempts FROM {table} "
+            f"SELECT id, payload::text, attempts{latency} FROM {table} "
             "WHERE channel = ANY(%s) AND failed_at IS NULL "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
             [[channel], *params, limit],
         )
         rows = cursor.fetchall()
+    if measure_latency:
+        return [StoredMessage(pk, channel, text, n, waited) for pk, text, n, waited in rows]
     return [StoredMessage(pk, channel, text, attempts) for pk, text, attempts in rows]
 
 

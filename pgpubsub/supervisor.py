@@ -123,7 +123,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         process = self.context.Process(
             target=run_worker_process,
-            args=(self.options, self.log),
+            args=(self.options.for_worker(slot.number), self.log),
             name=f"pgpubsub-worker-{slot.number}",
         )
         process.start()

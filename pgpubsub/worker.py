@@ -12,12 +12,13 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from django.db import (
     InterfaceError,
@@ -44,7 +45,6 @@ from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
-_PROGRESS_INTERVAL = 5.0
 _RECONNECT_BACKOFF_MAX = 10.0
 _PRUNE_INTERVAL = 60.0
 _DUPLICATE_SIGNAL_WINDOW = 1.0
@@ -92,6 +92,10 @@ class Worker:
             ", ".join(c.name() for c in self.channels) or "(none)",
             extra={"action": "started", "channels": [c.name() for c in self.channels]},
         )
+        if self.options.metrics_port is not None and not self._serve_metrics(
+            self.options.metrics_port
+        ):
+            return 1
         outage_started: float | None = None
         backoff = 0.5
         first_connection = True
@@ -152,6 +156,29 @@ class Worker:
         """Ask the worker to stop after the current message (thread- and signal-safe)."""
         self.stopping = True
         self._wakeup.ring()
+
+    def _serve_metrics(self, port: int) -> bool:
+        from pgpubsub.metrics import serve_metrics  # optional dependency: imported only here
+
+        address = self.options.metrics_address
+        try:
+            serve_metrics(port, address=address, using=self.options.using)
+        except OSError as exc:
+            logger.error(
+                "Cannot serve metrics on %s:%s (%s): exiting",
+                address,
+                port,
+                exc,
+                extra={"action": "metrics_failed", "port": port},
+            )
+            return False
+        logger.info(
+            "Serving metrics on http://%s:%s/metrics",
+            address,
+            port,
+            extra={"action": "metrics", "port": port},
+        )
+        return True
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         driver = driver_module(self.options.using)
@@ -335,7 +362,7 @@ class Worker:
             logger.info("Pruned %s expired oversized fan-out payloads", pruned)
 
     def _recover(self) -> None:
-        """Drain everything stored at start, logging progress on a steady interval."""
+        """Drain everything stored at start, reporting progress on a steady interval."""
         names = [c.listen_safe_name() for c in self.lockable]
         total = queue.count_due(names, using=self.options.using) if names else 0
         logger.info(
@@ -344,24 +371,24 @@ class Worker:
             len(names),
             extra={"action": "recover", "total": total},
         )
-        started = last_report = time.monotonic()
-        done = 0
+        progress = _RecoveryProgress(
+            total,
+            self.settings.progress_interval,
+            terminal=sys.stderr if self.options.progress_bar and sys.stderr.isatty() else None,
+        )
         for channel in self.lockable:
             while not self.stopping:
                 batch = self._processor.process_batch(channel)
                 self._record(batch)
-                done += batch.claimed
-                now = time.monotonic()
-                if now - last_report >= _PROGRESS_INTERVAL:
-                    last_report = now
-                    _log_progress(done, total, now - started)
+                progress.advance(batch.claimed)
                 if batch.claimed < self.settings.batch_size:
                     break
+        progress.finish()
         logger.info(
             "Recovery finished: %s notification(s) in %.1f s",
-            done,
-            time.monotonic() - started,
-            extra={"action": "recovered", "done": done},
+            progress.done,
+            progress.elapsed(),
+            extra={"action": "recovered", "done": progress.done},
         )
 
     def _record(self, result: BatchResult) -> None:
@@ -375,15 +402,71 @@ class Worker:
             time.sleep(min(0.1, deadline - time.monotonic()))
 
 
-def _log_progress(done: int, total: int, elapsed: float) -> None:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    left = max(total - done, 0)
-    eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
-    logger.info(
-        "Recovery: %s/%s done, %.0f/s, about %s left",
-        done,
-        total,
-        rate,
-        eta,
-        extra={"action": "recover_progress", "done": done, "total": total},
-    )
+class _RecoveryProgress:
+    """Progress of ``--recover``: log lines on a steady interval, and a bar on a terminal.
+
+    A log line every ``interval`` seconds (0: after every batch). With a ``terminal``, a bar
+    redrawn in place on one line (``\\r``), cleared before each progress log line.
+    """
+
+    _BAR_WIDTH = 30
+    _BAR_REFRESH = 0.1
+
+    def __init__(self, total: int, interval: float, terminal: TextIO | None = None) -> None:
+        self.total = total
+        self.interval = interval
+        self.terminal = terminal
+        self.done = 0
+        self._started = self._last_log = time.monotonic()
+        self._last_draw = float("-inf")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._last_log >= self.interval:
+            self._last_log = now
+            self._clear_bar()
+            rate, eta = self._rate_and_eta()
+            logger.info(
+                "Recovery: %s/%s done, %.0f/s, about %s left",
+                self.done,
+                self.total,
+                rate,
+                eta,
+                extra={"action": "recover_progress", "done": self.done, "total": self.total},
+            )
+            self._last_draw = float("-inf")  # redraw the bar under the log line at once
+        if self.terminal is not None and now - self._last_draw >= self._BAR_REFRESH:
+            self._last_draw = now
+            self._draw_bar()
+
+    def finish(self) -> None:
+        if self.terminal is not None:
+            self._draw_bar()
+            self.terminal.write("\n")
+            self.terminal.flush()
+
+    def _rate_and_eta(self) -> tuple[float, str]:
+        elapsed = self.elapsed()
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = max(self.total - self.done, 0)
+        return rate, f"{left / rate:.0f} s" if rate > 0 else "unknown"
+
+    def _draw_bar(self) -> None:
+        assert self.terminal is not None
+        fraction = min(self.done / self.total, 1.0) if self.total else 1.0
+        filled = round(fraction * self._BAR_WIDTH)
+        rate, eta = self._rate_and_eta()
+        self.terminal.write(
+            f"\rRecovery [{'#' * filled}{'.' * (self._BAR_WIDTH - filled)}] {fraction:4.0%} "
+            f"{self.done}/{self.total} {rate:.0f}/s {eta} left\x1b[K"
+        )
+        self.terminal.flush()
+
+    def _clear_bar(self) -> None:
+        if self.terminal is not None:
+            self.terminal.write("\r\x1b[K")
+            self.terminal.flush()

@@ -91,6 +91,14 @@ class LedgerEntryTriggerChannel(TriggerChannel):
     lock_notifications = True
 
 
+@dataclass
+class Tick(Channel):
+    """A lockable channel whose listener does nothing: large backlogs that drain quickly."""
+
+    number: int
+    lock_notifications = True
+
+
 __all__ = [
     "Announcement",
     "AsyncTask",
@@ -103,4 +111,5 @@ __all__ = [
     "PostReads",
     "PostTriggerChannel",
     "Task",
+    "Tick",
 ]

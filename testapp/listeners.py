@@ -19,6 +19,7 @@ from testapp.channels import (
     PostReads,
     PostTriggerChannel,
     Task,
+    Tick,
 )
 from testapp.models import Author, Ledger, LedgerEntry, ListenerEvent, Post
 
@@ -112,3 +113,8 @@ def apply_ledger_entry(old: LedgerEntry | None, new: LedgerEntry, **context: Any
     Ledger.objects.filter(pk=new.ledger_id).update(
         balance=F("balance") + new.amount, last_applied_by=os.getpid()
     )
+
+
+@pgpubsub.listener(Tick)
+def tick(number: int) -> None:
+    """Does nothing: what a backlog of Tick messages costs is pgpubsub's own work."""

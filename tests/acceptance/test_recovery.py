@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from django.db import connection
 
 import pgpubsub
 from pgpubsub import codec
 from pgpubsub.models import Notification
-from testapp.channels import Task
+from testapp.channels import Task, Tick
 from testapp.models import Author, Post
 from tests.acceptance.conftest import POLL_INTERVAL, StartListen, task_keys
 from tests.support.processes import wait_for
@@ -66,3 +68,43 @@ def test_without_recover_stored_messages_are_found_within_the_poll_interval(
     )
     process.stop()
     assert task_keys() == ["stored before start", "stored silently"]
+
+
+def store_backlog(count: int) -> None:
+    """Store ``count`` Tick messages in one statement, as if sent while nothing listened."""
+    table = Notification._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (channel, payload, created_at, attempts, available_at, "
+            "last_error) SELECT %s, %s::jsonb, now(), 0, now(), '' FROM generate_series(1, %s)",
+            [Tick.listen_safe_name(), codec.dumps(Tick.build_payload({"number": 0})), count],
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover_logs_progress_over_a_large_backlog(listen: StartListen) -> None:
+    backlog = 20_000
+    store_backlog(backlog)
+
+    # A progress line after every batch (PGPUBSUB_BATCH_SIZE = 100) rather than every 5 s.
+    process = listen(
+        "--worker",
+        "--recover",
+        "--channels",
+        "testapp.channels.Tick",
+        env={"PGPUBSUB_PROGRESS_INTERVAL": "0"},
+    )
+    process.wait_for_output("Recovery finished", timeout=60)
+    output = process.output()
+    process.stop()
+
+    assert f"Recovering {backlog} stored notification(s) of 1 channel(s)" in output
+    progress = re.findall(
+        rf"Recovery: (\d+)/{backlog} done, \d+/s, about (\d+ s|unknown) left", output
+    )
+    done = [int(count) for count, _ in progress]
+    assert list(dict.fromkeys(done)) == list(range(100, backlog + 1, 100))
+    assert progress[-1][1] == "0 s"
+    assert f"Recovery finished: {backlog} notification(s)" in output
+    assert "\r" not in output  # not a terminal: no progress bar
+    assert not Notification.objects.exists()

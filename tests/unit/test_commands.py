@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+
+from pgpubsub.options import WorkerOptions
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +52,33 @@ def test_listen_with_every_channel_excluded_says_there_is_nothing_to_listen_to()
             "pgpubsub.Channel",
             "pgpubsub.TriggerChannel",
         )
+
+
+def test_listen_metrics_port_without_prometheus_client_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+
+    with pytest.raises(CommandError, match=r"needs prometheus-client.*pgpubsub\[prometheus\]"):
+        call_command("listen", "--worker", "--metrics-port", "9100")
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_listen_metrics_port_must_be_a_tcp_port(port: str) -> None:
+    with pytest.raises(CommandError, match="metrics-port"):
+        call_command("listen", "--worker", "--metrics-port", port)
+
+
+def test_listen_metrics_ports_of_every_process_must_exist() -> None:
+    with pytest.raises(CommandError, match="needs ports up to 65536"):
+        call_command("listen", "--processes", "2", "--metrics-port", "65535")
+
+
+def test_supervised_workers_get_consecutive_metrics_ports() -> None:
+    options = WorkerOptions(metrics_port=9100)
+
+    assert [options.for_worker(n).metrics_port for n in range(3)] == [9100, 9101, 9102]
+    assert WorkerOptions().for_worker(2).metrics_port is None
 
 
 def test_pgpubsub_command_needs_a_subcommand() -> None:

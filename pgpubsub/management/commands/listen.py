@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -22,6 +23,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port, 1 to 65535")
     return value
 
 
@@ -59,7 +67,8 @@ class Command(BaseCommand):
             "--recover",
             action="store_true",
             help="At start, process every stored notification of the selected lockable "
-            "channels (in small batches), logging progress.",
+            "channels (in small batches), logging progress every PGPUBSUB_PROGRESS_INTERVAL "
+            "seconds (and drawing a progress bar when one worker runs on a terminal).",
         )
         parser.add_argument(
             "--loglevel", choices=_LOG_LEVELS, default="info", help="Log level (default: info)."
@@ -100,10 +109,26 @@ class Command(BaseCommand):
             default=DEFAULT_DB_ALIAS,
             help="Database alias to listen on (default: 'default').",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=_port,
+            default=None,
+            metavar="PORT",
+            help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics from each worker "
+            "process; with --processes N, worker i uses PORT + i. Needs prometheus-client "
+            "(pip install 'pgpubsub[prometheus]').",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            default="0.0.0.0",
+            metavar="ADDRESS",
+            help="Address the metrics servers bind to (default: 0.0.0.0, every interface).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["worker"] and (options["processes"] or 1) > 1:
             raise CommandError("--worker runs exactly one worker: remove --processes.")
+        _check_metrics_port(options["metrics_port"], options["processes"] or 1)
         log = LogOptions(level=options["loglevel"], format=options["logformat"])
         if options["verbosity"] > 1 and options["loglevel"] == "info":
             log = LogOptions(level="debug", format=options["logformat"])
@@ -113,6 +138,10 @@ class Command(BaseCommand):
             recover=options["recover"],
             using=options["database"],
             poll_only=options["poll_only"],
+            metrics_port=options["metrics_port"],
+            metrics_address=options["metrics_address"],
+            # One bar per terminal line: several workers would draw over each other.
+            progress_bar=(options["processes"] or 1) == 1,
         )
         try:
             selected = registry.select(
@@ -146,3 +175,18 @@ class Command(BaseCommand):
             ).run()
         if code:
             raise SystemExit(code)
+
+
+def _check_metrics_port(port: int | None, processes: int) -> None:
+    if port is None:
+        return
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise CommandError(
+            "--metrics-port needs prometheus-client, which is not installed: "
+            "pip install 'pgpubsub[prometheus]' (or pip install prometheus-client)."
+        )
+    if port + processes - 1 > 65535:
+        raise CommandError(
+            f"--metrics-port {port} with {processes} processes needs ports up to "
+            f"{port + processes - 1}: choose a port of at most {65536 - processes}."
+        )
