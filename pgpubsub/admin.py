@@ -138,7 +138,11 @@ class NotificationAdmin(_ModelAdmin):
     def formatted_error(self, obj: Notification) -> str:
         return format_html("<pre>{}</pre>", obj.last_error) if obj.last_error else "-"
 
-    @admin.action(description="Retry now")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Re-queueing changes rows: it needs the change permission, not just view."""
+        return request.user.has_perm("pgpubsub.change_notification")
+
+    @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         ids = list(queryset.values_list("id", flat=True))
         requeued = requeue_now(ids, using=queryset.db)

@@ -85,3 +85,44 @@ def test_delete_action_asks_for_confirmation_before_deleting(
         url, {"action": "delete_selected", "_selected_action": [failed.pk], "post": "yes"}
     )
     assert not Notification.objects.filter(pk=failed.pk).exists()
+
+
+def test_retry_now_is_offered_only_to_users_who_may_change_notifications(
+    client: Client, failed_and_pending: tuple[Notification, Notification]
+) -> None:
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_notification"))
+    client.force_login(viewer)
+    url = reverse("admin:pgpubsub_notification_changelist")
+    assert "retry_now" not in client.get(url).content.decode()
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_notification"))
+    viewer = User.objects.get(pk=viewer.pk)  # fresh permission cache
+    client.force_login(viewer)
+    assert "retry_now" in client.get(url).content.decode()
+
+
+def test_changelist_of_200000_notifications_never_counts_the_whole_table(
+    admin_client: Client,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pgpubsub_notification (channel, payload, created_at) "
+            "SELECT 'pgpubsub_00000', jsonb_build_object('kwargs', jsonb_build_object('n', g)), "
+            "now() FROM generate_series(1, 200000) AS g"
+        )
+        cursor.execute("ANALYZE pgpubsub_notification")
+    url = reverse("admin:pgpubsub_notification_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    unfiltered = [sql for sql in counts if "pgpubsub_notification" in sql and "WHERE" not in sql]
+    assert unfiltered == [], unfiltered
+    # Page links come from PostgreSQL's row estimate, close to the 200,000 rows.
+    assert 190_000 <= response.context["cl"].result_count <= 210_000
