@@ -322,11 +322,11 @@ def _sweep_stale_directories() -> None:
             owner = int((directory / _OWNER_FILE).read_text())
             postmaster = directory / "data" / "postmaster.pid"
             server = int(postmaster.read_text().split()[0]) if postmaster.exists() else None
-            if not _alive(owner) and (server is None or not _alive(server)):
+            if not process_alive(owner) and (server is None or not process_alive(server)):
                 shutil.rmtree(directory, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie (exited, not yet reaped) does not."""
     try:
         os.kill(pid, 0)

@@ -77,19 +77,6 @@ def _descendants(pid: int) -> list[int]:
     return result
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by init) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -179,10 +166,10 @@ class ListenProcess:
                 self.process.wait(timeout=10)
         # Stragglers (e.g. multiprocessing's resource tracker) exit with their parent.
         deadline = time.monotonic() + 3.0
-        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+        while any(embedded_db.process_alive(pid) for pid in tree) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in tree:
-            if _alive(pid):
+            if embedded_db.process_alive(pid):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         return self.process.returncode
