@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
@@ -124,7 +125,10 @@ def test_admin_retries_a_failed_notification_that_a_worker_then_processes_and_de
     django_user_model.objects.create_superuser("oncall", "oncall@example.com", "not-secret")
     worker = listen("--worker", "--channels", "testapp.channels.Task")
     worker.wait_for_output("Listening on")
-    wait = WebDriverWait(browser, 15, poll_frequency=0.1)
+    # A page may be replaced between finding an element and reading it: poll again then.
+    wait = WebDriverWait(
+        browser, 15, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
     ARTIFACTS.mkdir(exist_ok=True)
 
     # Log in; the admin sends us on to the notifications.
