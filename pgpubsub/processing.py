@@ -27,9 +27,14 @@ logger = logging.getLogger(__name__)
 _ISOLATION_PERIOD = 60.0
 
 
+def parse_json(channel: type[BaseChannel], text: str) -> Any:
+    """Parse a channel's JSON; trigger rows keep numeric columns exact (``Decimal``)."""
+    return codec.loads_exact(text) if channel.is_trigger_channel() else json.loads(text)
+
+
 def decode_payload(channel: type[BaseChannel], text: str) -> dict[str, Any]:
-    """Parse payload JSON; trigger rows keep numeric columns exact (``Decimal``)."""
-    data = codec.loads_exact(text) if channel.is_trigger_channel() else json.loads(text)
+    """Parse payload JSON into the object callbacks are decoded from."""
+    data = parse_json(channel, text)
     if not isinstance(data, dict):
         raise ValueError(f"payload of {channel.name()} is not a JSON object: {text[:200]!r}")
     return data
@@ -259,11 +264,20 @@ class StoredProcessor:
         )
         return outcome
 
-    def drain(self, channel: type[BaseChannel]) -> BatchResult:
-        """Process batches of ``channel`` until none is due (or a stop is requested)."""
+    def drain(
+        self,
+        channel: type[BaseChannel],
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> BatchResult:
+        """Process batches of ``channel`` until none is due (or a stop is requested).
+
+        ``on_batch`` is called after each batch (``--recover`` reports progress with it).
+        """
         total = BatchResult()
         while not self.should_stop():
             batch = self.process_batch(channel)
+            if on_batch is not None:
+                on_batch(batch)
             total.claimed += batch.claimed
             total.processed += batch.processed
             total.failed += batch.failed

@@ -7,7 +7,6 @@ reconnect, or a message left by a killed worker, costs latency and never a messa
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -15,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
@@ -27,7 +25,7 @@ from django.db import (
     connections,
 )
 
-from pgpubsub import codec, queue
+from pgpubsub import queue
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.connection import (
@@ -39,7 +37,13 @@ from pgpubsub.connection import (
     open_listen_connection,
 )
 from pgpubsub.options import WorkerOptions
-from pgpubsub.processing import BatchResult, Dispatcher, StoredProcessor, deliver_fanout
+from pgpubsub.processing import (
+    BatchResult,
+    Dispatcher,
+    StoredProcessor,
+    deliver_fanout,
+    parse_json,
+)
 from pgpubsub.registry import registry
 from pgpubsub.wakeup import Wakeup
 
@@ -294,15 +298,14 @@ class Worker:
                 woken[channel] = None
             else:
                 self._deliver_fanout(channel, message.payload)
-        if woken:
-            for channel in woken:
-                self._record(self._processor.drain(channel))
+        for channel in woken:
+            self._record(self._processor.drain(channel))
 
     def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> None:
         if self.stopping:
             return
         try:
-            envelope = codec.loads_exact(text) if channel.is_trigger_channel() else json.loads(text)
+            envelope = parse_json(channel, text)
             payload = self._unwrap(channel, envelope)
         except (ValueError, TypeError):
             logger.exception(
@@ -334,10 +337,7 @@ class Worker:
                     channel.name(),
                 )
                 return None
-            parse: Callable[[str], Any] = (
-                codec.loads_exact if channel.is_trigger_channel() else json.loads
-            )
-            return dict(parse(text))
+            return dict(parse_json(channel, text))
         return envelope  # sent by a django-pgpubsub 1.3 trigger: the payload itself
 
     def _drain_all(self) -> None:
@@ -377,12 +377,11 @@ class Worker:
             terminal=sys.stderr if self.options.progress_bar and sys.stderr.isatty() else None,
         )
         for channel in self.lockable:
-            while not self.stopping:
-                batch = self._processor.process_batch(channel)
-                self._record(batch)
-                progress.advance(batch.claimed)
-                if batch.claimed < self.settings.batch_size:
-                    break
+            self._record(
+                self._processor.drain(
+                    channel, on_batch=lambda batch: progress.advance(batch.claimed)
+                )
+            )
         progress.finish()
         logger.info(
             "Recovery finished: %s notification(s) in %.1f s",
