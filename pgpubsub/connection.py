@@ -89,10 +89,19 @@ class _Psycopg3Listener:
         if not self._pending:
             readable, _, _ = select.select([self._raw.fileno(), *wake_fds], [], [], max(timeout, 0))
             if self._raw.fileno() in readable:
-                # An empty query makes psycopg read what arrived and call the handler.
-                self._raw.execute("")
+                self._read_arrived()
         received, self._pending = self._pending, []
         return received
+
+    def _read_arrived(self) -> None:
+        """Read what the server sent, client-side only: no query, no round trip."""
+        pgconn = self._raw.pgconn
+        pgconn.consume_input()  # raises OperationalError when the server has gone
+        encoding = self._raw.info.encoding
+        while notification := pgconn.notifies():
+            self._pending.append(
+                Message(notification.relname.decode(encoding), notification.extra.decode(encoding))
+            )
 
     def ping(self) -> None:
         self._raw.execute("SELECT 1")
@@ -119,6 +128,19 @@ class PollingOnly:
 
     def close(self) -> None:
         pass
+
+
+def close_django_connections() -> None:
+    """Close Django's connections and, on Django 5.1+, its connection pools.
+
+    Before forking workers: a child must not inherit a pool's open sockets (nor a pool whose
+    threads did not survive the fork). Each process opens its own when it first needs one.
+    """
+    for wrapper in connections.all(initialized_only=True):
+        wrapper.close()
+        close_pool = getattr(wrapper, "close_pool", None)  # Django 5.1+, PostgreSQL
+        if close_pool is not None:
+            close_pool()
 
 
 def name_session(using: str) -> None:

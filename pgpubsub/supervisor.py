@@ -89,13 +89,13 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; return the exit code for the command."""
-        from django.db import connections
+        from pgpubsub.connection import close_django_connections
 
         self._wakeup.ring_on_signals()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         # Children must not share the parent's database sockets (fork) and do not need them.
-        connections.close_all()
+        close_django_connections()
         for slot in self.slots:
             self._start(slot)
         while True:

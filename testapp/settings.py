@@ -84,6 +84,12 @@ DATABASES["other"] = (
 )
 DATABASE_ROUTERS = ["testapp.routers.LedgerRouter"]
 
+# DATABASE_POOL=1: Django's connection pool (Django 5.1+ with psycopg 3 and psycopg-pool) on
+# both databases. CI runs the whole suite once this way: listening must not depend on it.
+if os.environ.get("DATABASE_POOL") == "1":
+    for database in DATABASES.values():
+        database["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 8, "timeout": 10}}
+
 # Short intervals so the example (and the tests) react quickly; the defaults suit production.
 PGPUBSUB_POLL_INTERVAL = float(os.environ.get("PGPUBSUB_POLL_INTERVAL", "1.0"))
 PGPUBSUB_MAX_ATTEMPTS = int(os.environ.get("PGPUBSUB_MAX_ATTEMPTS", "3"))
