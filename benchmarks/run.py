@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def machine(cursor: Any) -> dict[str, Any]:
     """What the figures were measured on."""
     import django
-    import psycopg2
+    from django.db import connection
 
     import pgpubsub
 
@@ -104,7 +104,8 @@ def machine(cursor: Any) -> dict[str, Any]:
         "postgresql": server_version,
         "python": platform.python_version(),
         "django": django.get_version(),
-        "psycopg2": psycopg2.__version__.split()[0],
+        # The driver of the workers' connections: the one Django uses.
+        "driver": f"{connection.Database.__name__} {connection.Database.__version__.split()[0]}",
         "pgpubsub": pgpubsub.__version__,
     }
 

@@ -27,6 +27,7 @@ from pgpubsub.exceptions import (
     NotificationContextError,
     PayloadError,
     PgPubSubError,
+    WorkerDied,
 )
 from pgpubsub.filters import ListenerFilterProvider
 from pgpubsub.listeners import (
@@ -70,6 +71,7 @@ __all__ = [
     "PayloadError",
     "PgPubSubError",
     "TriggerChannel",
+    "WorkerDied",
     "__version__",
     "anotify",
     "listener",

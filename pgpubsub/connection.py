@@ -32,6 +32,10 @@ class ListenConnection(Protocol):
 
     def ping(self) -> None: ...
 
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement, committed at once; return its rows (none for a write)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -67,6 +71,11 @@ class _Psycopg2Listener:
     def ping(self) -> None:
         with self._raw.cursor() as cursor:
             cursor.execute("SELECT 1")
+
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._raw.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
     def close(self) -> None:
         self._raw.close()
@@ -106,6 +115,10 @@ class _Psycopg3Listener:
     def ping(self) -> None:
         self._raw.execute("SELECT 1")
 
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cursor = self._raw.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
     def close(self) -> None:
         self._raw.close()
 
@@ -113,8 +126,12 @@ class _Psycopg3Listener:
 class PollingOnly:
     """Stands in for a LISTEN connection when notifications cannot be received.
 
-    ``wait`` only sleeps until the timeout (or a wake-up), so the worker polls.
+    ``wait`` only sleeps until the timeout (or a wake-up), so the worker polls. Statements
+    (the worker's in-flight records) go through ``connection``, on which nothing LISTENs.
     """
+
+    def __init__(self, connection: ListenConnection) -> None:
+        self._connection = connection
 
     def listen(self, channels: Iterable[str]) -> None:
         pass
@@ -124,10 +141,13 @@ class PollingOnly:
         return []
 
     def ping(self) -> None:
-        pass
+        self._connection.ping()
+
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._connection.execute(sql, params)
 
     def close(self) -> None:
-        pass
+        self._connection.close()
 
 
 def close_django_connections() -> None:
@@ -143,22 +163,16 @@ def close_django_connections() -> None:
             close_pool()
 
 
-def name_session(using: str) -> None:
-    """Name Django's connection like a LISTEN connection, so that status counts the worker."""
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('application_name', %s, false)",
-            [f"{WORKER_APPLICATION_NAME} {os.getpid()}"],
-        )
-
-
 def driver_module(using: str) -> Any:
     """The DB-API module (psycopg2 or psycopg) Django uses for database ``using``."""
     return getattr(connections[using], "Database")  # noqa: B009 (absent from the stubs)
 
 
 def open_listen_connection(using: str) -> ListenConnection:
-    """Open a new autocommit connection to database ``using``, never a pooled one."""
+    """Open a new autocommit connection to database ``using``, never a pooled one.
+
+    Besides LISTEN, the worker writes its in-flight records (:mod:`pgpubsub.inflight`) on it.
+    """
     params = dict(connections[using].get_connection_params())
     params.pop("pool", None)
     # Lets `manage.py pgpubsub status` count the workers connected to the database.

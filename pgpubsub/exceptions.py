@@ -42,3 +42,11 @@ class NotificationContextError(PgPubSubError):
 
 class PayloadError(PgPubSubError, ValueError):
     """A payload could not be encoded for, or decoded from, a channel."""
+
+
+class WorkerDied(PgPubSubError):
+    """A worker process ended while it ran a stored message's callbacks.
+
+    Sent as the ``error`` of ``notification_failed`` for the message that was running: it
+    was charged one attempt, as if its callback had raised.
+    """

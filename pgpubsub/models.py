@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -78,3 +80,41 @@ class BroadcastPayload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} broadcast #{self.pk}"
+
+
+class BigIntegerArrayField(models.Field):
+    """A ``bigint[]`` column, without django.contrib.postgres (pgpubsub does not require it).
+
+    Values are Python lists of ints, which both drivers send and read as arrays.
+    """
+
+    description = "Array of big integers"
+
+    def db_type(self, connection: Any) -> str:
+        return "bigint[]"
+
+
+class InFlightBatch(models.Model):
+    """A batch of stored notifications a worker is running (see :mod:`pgpubsub.inflight`).
+
+    Written on the worker's own autocommit connection before the batch's callbacks run and
+    deleted in the batch's transaction, so a row that outlives its batch tells that the
+    worker process died while running it, and which message was running.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    notification_ids = BigIntegerArrayField()
+    #: The notification whose callbacks were running (batches run message by message).
+    running_id = models.BigIntegerField(null=True, blank=True)
+    #: ``pgpubsub worker <pid> on <host>``.
+    worker = models.TextField()
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        app_label = "pgpubsub"
+        db_table = "pgpubsub_inflight"
+        verbose_name = "in-flight batch"
+        verbose_name_plural = "in-flight batches"
+
+    def __str__(self) -> str:
+        return f"{self.worker}: {len(self.notification_ids)} notification(s)"

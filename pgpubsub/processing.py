@@ -16,9 +16,10 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils.module_loading import import_string
 
-from pgpubsub import codec, queue, signals
+from pgpubsub import codec, inflight, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
+from pgpubsub.exceptions import WorkerDied
 from pgpubsub.registry import ChannelRegistry, registry
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,11 @@ class StoredProcessor:
     savepoint per message, so a failing message rolls back only its own work and is
     scheduled for a retry (or marked failed) while the others are handled. The channel then
     stays in this isolated mode for ``_ISOLATION_PERIOD`` seconds.
+
+    With a ``journal`` (the worker's), each batch is recorded in flight before its callbacks
+    run, so that a message that kills the worker process is charged an attempt by the next
+    worker that claims it (:mod:`pgpubsub.inflight`). Claims settle the records of dead
+    workers with or without a journal.
     """
 
     def __init__(
@@ -157,6 +163,8 @@ class StoredProcessor:
         self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
         self.extra_filter = listener_filter(self.settings)
         self.should_stop = should_stop
+        #: Set by the worker for each connection it opens; None in-process.
+        self.journal: inflight.Journal | None = None
         self._isolated_until: dict[type[BaseChannel], float] = {}
 
     def process_batch(self, channel: type[BaseChannel]) -> BatchResult:
@@ -180,6 +188,7 @@ class StoredProcessor:
         result = BatchResult()
         # Timed and reported only when a signal receiver is connected (hot path).
         outcomes: list[_Outcome] | None = [] if signals.receivers_connected() else None
+        journal, record = self.journal, None
         try:
             with transaction.atomic(using=self.using):
                 messages = queue.claim_batch(
@@ -190,11 +199,24 @@ class StoredProcessor:
                     measure_latency=outcomes is not None,
                 )
                 result.claimed = len(messages)
+                if not messages:
+                    return result
+                if journal is not None:
+                    record = journal.begin([message.id for message in messages])
+                settled: list[int] = []
+                if any(message.left_behind for message in messages):
+                    messages, settled = self._settle_left_behind(
+                        channel, messages, record, outcomes
+                    )
+                    result.failed += result.claimed - len(messages)
+                    isolated = True  # one of them may kill this worker too
                 handled: list[int] = []
                 for message in messages:
                     if self.should_stop():
                         break  # the rest stay stored and are unlocked at commit
                     if isolated:
+                        if journal is not None and record is not None and len(messages) > 1:
+                            journal.running(record, message.id)
                         outcome = self._process_one(channel, message)
                         if outcomes is not None:
                             outcomes.append(outcome)
@@ -205,19 +227,96 @@ class StoredProcessor:
                         started = time.perf_counter() if outcomes is not None else 0.0
                         if not self._deliver_stored(channel, message):
                             transaction.set_rollback(True, using=self.using)
+                            self._discard(record)
                             return None
                         if outcomes is not None:
                             outcomes.append(_Outcome.of_stored(message, started))
                     handled.append(message.id)
-                queue.delete_messages(handled, using=self.using)
+                own = [record] if record is not None else []
+                queue.delete_messages(handled, using=self.using, in_flight_records=own + settled)
         except IntegrityError:
+            self._discard(record)
             if isolated:
                 raise
             return None  # a deferred constraint failed at COMMIT: find the culprit
+        except BaseException:
+            self._discard(record)
+            raise
         result.processed = len(handled)
         if outcomes:
             _report(channel, outcomes)  # after the commit: a redone batch reports once
         return result
+
+    def _discard(self, record: int | None) -> None:
+        """Delete this batch's in-flight record after a rollback: its worker is alive."""
+        if record is None or self.journal is None:
+            return
+        try:
+            self.journal.discard(record)
+        except Exception:  # a lost connection: the next claimant settles the record
+            logger.debug("Could not delete in-flight record %s", record, exc_info=True)
+
+    def _settle_left_behind(
+        self,
+        channel: type[BaseChannel],
+        messages: list[queue.StoredMessage],
+        own_record: int | None,
+        outcomes: list[_Outcome] | None,
+    ) -> tuple[list[queue.StoredMessage], list[int]]:
+        """Charge each message a dead worker was running; return the others, and the records
+        to delete with this batch."""
+        claimed = {message.id: message for message in messages}
+        records = inflight.left_behind(list(claimed), using=self.using, own_record=own_record)
+        if records:
+            logger.warning(
+                "%s message(s) of channel %s had been claimed by a worker that ended mid-batch "
+                "(%s): running them one by one",
+                len(messages),
+                channel.name(),
+                ", ".join(sorted({record.worker for record in records})),
+                extra={"action": "left_behind", "channel": channel.name()},
+            )
+        settled: list[int] = []
+        for record in records:
+            if record.running_id is not None and record.running_id not in claimed:
+                continue  # its running message is locked elsewhere: that claimant settles it
+            settled.append(record.id)
+            crashed = claimed.pop(record.running_id, None) if record.running_id else None
+            if crashed is not None:
+                outcome = self._charge_crash(channel, crashed, record)
+                if outcomes is not None:
+                    outcomes.append(outcome)
+        return [message for message in messages if message.id in claimed], settled
+
+    def _charge_crash(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: inflight.LeftBehind
+    ) -> _Outcome:
+        """Count the attempt of a message whose callbacks were running when its worker died."""
+        error = WorkerDied(
+            f"The worker process running this message ended before it finished ({record.worker},"
+            f" batch started {record.started_at.isoformat(timespec='seconds')}): it was killed"
+            " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
+            " was stopped without waiting."
+        )
+        dead = queue.record_failure(message, str(error), using=self.using, settings=self.settings)
+        logger.error(
+            "Notification %s of channel %s was running when its worker process ended "
+            "(attempt %s of %s)%s",
+            message.id,
+            channel.name(),
+            message.attempts + 1,
+            self.settings.max_attempts,
+            ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+            extra={
+                "action": "failed" if dead else "retry",
+                "channel": channel.name(),
+                "notification_id": message.id,
+                "attempt": message.attempts + 1,
+            },
+        )
+        return dataclasses.replace(
+            _Outcome.of_stored(message, time.perf_counter(), error), will_retry=not dead
+        )
 
     def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         try:

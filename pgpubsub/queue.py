@@ -18,7 +18,7 @@ from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from pgpubsub.conf import PgPubSubSettings
-from pgpubsub.models import BroadcastPayload, Notification
+from pgpubsub.models import BroadcastPayload, InFlightBatch, Notification
 
 _MAX_ERROR_LENGTH = 20_000
 
@@ -31,6 +31,8 @@ class StoredMessage:
     channel: str
     payload_text: str
     attempts: int
+    #: An in-flight record of another batch names it: that batch's worker died.
+    left_behind: bool = False
     #: Seconds between the moment the message became due and its claim, when measured.
     claim_latency: float | None = None
 
@@ -55,6 +57,7 @@ def claim_batch(
     """
     connection = connections[using]
     table = connection.ops.quote_name(Notification._meta.db_table)
+    in_flight = connection.ops.quote_name(InFlightBatch._meta.db_table)
     where, params = _filter_sql(extra_filter, using)
     latency = (
         ", extract(epoch FROM statement_timestamp() - available_at)::float8"
@@ -62,8 +65,13 @@ def claim_batch(
         else ""
     )
     with connection.cursor() as cursor:
+        # Whether a batch record names the message (pgpubsub.inflight): the records' ids are
+        # read once per claim (an InitPlan) from a table of a few rows, one per running batch
+        # plus those of dead workers.
         cursor.execute(
-            f"SELECT id, payload::text, attempts{latency} FROM {table} "
+            f"SELECT id, payload::text, attempts, "
+            f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
+            f"FROM {table} "
             "WHERE channel = ANY(%s) AND failed_at IS NULL "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -71,8 +79,10 @@ def claim_batch(
         )
         rows = cursor.fetchall()
     if measure_latency:
-        return [StoredMessage(pk, channel, text, n, waited) for pk, text, n, waited in rows]
-    return [StoredMessage(pk, channel, text, attempts) for pk, text, attempts in rows]
+        return [
+            StoredMessage(pk, channel, text, n, left, waited) for pk, text, n, left, waited in rows
+        ]
+    return [StoredMessage(pk, channel, text, n, left) for pk, text, n, left in rows]
 
 
 def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:
@@ -84,13 +94,26 @@ def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:
     return f" AND ({sql})", list(params)
 
 
-def delete_messages(ids: Sequence[int], *, using: str) -> None:
-    """Delete handled notifications (in the transaction that ran their callbacks)."""
-    if not ids:
-        return
-    table = connections[using].ops.quote_name(Notification._meta.db_table)
+def delete_messages(
+    ids: Sequence[int], *, using: str, in_flight_records: Sequence[int] = ()
+) -> None:
+    """Delete handled notifications (in the transaction that ran their callbacks).
+
+    ``in_flight_records``, the batch's own record and those it settled, go in the same
+    statement: they are gone exactly when the batch has committed.
+    """
+    ops = connections[using].ops
+    table = ops.quote_name(Notification._meta.db_table)
+    in_flight = ops.quote_name(InFlightBatch._meta.db_table)
     with connections[using].cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [list(ids)])
+        if in_flight_records:
+            cursor.execute(
+                f"WITH handled AS (DELETE FROM {table} WHERE id = ANY(%s)) "
+                f"DELETE FROM {in_flight} WHERE id = ANY(%s)",
+                [list(ids), list(in_flight_records)],
+            )
+        elif ids:
+            cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [list(ids)])
 
 
 def retry_delay(attempts: int, settings: PgPubSubSettings) -> float:

@@ -86,7 +86,8 @@ def collect_status(using: str) -> StatusReport:
             status.pending, status.retrying, status.failed = pending, retrying, failed
             status.oldest_pending_seconds = float(oldest) if oldest is not None else None
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
+            # A worker may hold several connections that carry its name (one per pid).
+            "SELECT count(DISTINCT application_name) FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name LIKE %s",
             [WORKER_APPLICATION_NAME + "%"],
         )

@@ -53,6 +53,18 @@ def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
     sys.exit(Worker(options).run())
 
 
+def _exit_reason(code: int) -> str:
+    """How a worker process ended, in words (a negative exit code is a signal's number)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"was killed by signal {-code}"
+    hint = " (kill -9, or the out-of-memory killer)" if name == "SIGKILL" else ""
+    return f"was killed by signal {-code}, {name}{hint}"
+
+
 @dataclass
 class _Slot:
     number: int
@@ -158,7 +170,7 @@ class Supervisor:
             if self.stopping:
                 self._codes_after_stop.append(code)
                 continue
-            reason = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            reason = _exit_reason(code)
             if not self.restart_on_failure:
                 logger.error(
                     "Worker %s (pid %s) %s; not restarting (--no-restart-on-failure)",

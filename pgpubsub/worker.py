@@ -7,10 +7,12 @@ reconnect, or a message left by a killed worker, costs latency and never a messa
 
 from __future__ import annotations
 
+import datetime
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,15 +27,15 @@ from django.db import (
     connections,
 )
 
-from pgpubsub import queue
+from pgpubsub import inflight, queue
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.connection import (
+    WORKER_APPLICATION_NAME,
     ListenConnection,
     Message,
     PollingOnly,
     driver_module,
-    name_session,
     open_listen_connection,
 )
 from pgpubsub.options import WorkerOptions
@@ -84,6 +86,11 @@ class Worker:
         self._dispatcher = Dispatcher(registry, self.settings)
         self._stats = _Stats()
         self._last_prune = 0.0
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        #: Names this worker process in its in-flight records: unique across restarts.
+        self._label = (
+            f"{WORKER_APPLICATION_NAME} {os.getpid()} on {socket.gethostname()}, started {started}"
+        )
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -190,7 +197,9 @@ class Worker:
 
     def _connect(self) -> None:
         if self.options.poll_only:
-            self._listener = PollingOnly()
+            # No LISTEN, but a connection of its own for the in-flight records.
+            self._listener = PollingOnly(open_listen_connection(self.options.using))
+            self._processor.journal = self._journal(self._listener)
             logger.info(
                 "Listening on %s channel(s) of database %r by polling every %.1f s (no LISTEN)",
                 len(self.channels),
@@ -201,6 +210,7 @@ class Worker:
             return
         self._listener = open_listen_connection(self.options.using)
         self._listener.listen(c.listen_safe_name() for c in self.channels)
+        self._processor.journal = self._journal(self._listener)
         logger.info(
             "Listening on %s channel(s) of database %r",
             len(self.channels),
@@ -208,7 +218,13 @@ class Worker:
             extra={"action": "listening"},
         )
 
+    def _journal(self, connection: ListenConnection) -> inflight.Journal:
+        journal = inflight.Journal(connection, self._label, using=self.options.using)
+        journal.discard_own()
+        return journal
+
     def _disconnect(self) -> None:
+        self._processor.journal = None
         if self._listener is not None:
             try:
                 self._listener.close()
@@ -345,21 +361,26 @@ class Worker:
         # this closes the connection, and reconnecting for every wake-up would cost latency.
         # Broken connections are caught by the reconnect loop in run().
         close_old_connections()
-        if self.options.poll_only:
-            name_session(self.options.using)
         for channel in self.lockable:
             if self.stopping:
                 return
             self._record(self._processor.drain(channel))
-        self._prune_broadcasts()
+        self._prune()
 
-    def _prune_broadcasts(self) -> None:
+    def _prune(self) -> None:
+        """Delete expired oversized fan-out payloads and stale in-flight records."""
         if time.monotonic() - self._last_prune < _PRUNE_INTERVAL:
             return
         self._last_prune = time.monotonic()
         pruned = queue.prune_broadcasts(self.settings.broadcast_retention, using=self.options.using)
         if pruned:
             logger.info("Pruned %s expired oversized fan-out payloads", pruned)
+        stale = inflight.prune(using=self.options.using)
+        if stale:
+            logger.info(
+                "Deleted %s record(s) of batches whose worker ended, whose messages are gone",
+                stale,
+            )
 
     def _recover(self) -> None:
         """Drain everything stored at start, reporting progress on a steady interval."""

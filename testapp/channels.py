@@ -66,11 +66,12 @@ class Announcement(Channel):
 
 @dataclass
 class Task(Channel):
-    """A lockable plain channel: fails when asked to, sleeps when asked to."""
+    """A lockable plain channel: fails, sleeps or kills its worker process when asked to."""
 
     key: str
     fail: bool = False
     sleep: float = 0.0
+    crash: bool = False
     lock_notifications = True
 
 

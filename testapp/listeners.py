@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -91,11 +92,13 @@ def record_announcement(**fields: Any) -> None:
 
 
 @pgpubsub.listener(Task)
-def run_task(key: str, fail: bool, sleep: float) -> None:
+def run_task(key: str, fail: bool, sleep: float, crash: bool) -> None:
     if sleep:
         time.sleep(sleep)
     if fail:
         raise ValueError(f"task {key} was asked to fail")
+    if crash:  # what the out-of-memory killer, or a crash in native code, does to a worker
+        os.kill(os.getpid(), signal.SIGKILL)
     ListenerEvent.objects.create(listener="task", object_key=key, pid=os.getpid())
 
 

@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 
 import pgpubsub
+from pgpubsub.connection import WORKER_APPLICATION_NAME
 from pgpubsub.models import Notification
 from testapp.channels import Task
 from tests.acceptance.conftest import StartListen, task_keys
@@ -42,11 +43,11 @@ def _needs_pooling() -> None:
 
 
 def listen_backends(worker: int) -> list[int]:
-    """The backends of process ``worker`` whose last statement was a LISTEN."""
+    """The backends of process ``worker`` opened as its LISTEN connection (named after it)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND query LIKE 'LISTEN %%'",
-            [backend_pids(worker)],
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s",
+            [backend_pids(worker), f"{WORKER_APPLICATION_NAME} {worker}"],
         )
         return [pid for (pid,) in cursor.fetchall()]
 

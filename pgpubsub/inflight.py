@@ -1,0 +1,136 @@
+"""Which stored messages a worker is running, recorded outside the batch's transaction.
+
+When a worker process dies mid-batch (the out-of-memory killer, ``kill -9``, a crash in
+native code), PostgreSQL rolls its transaction back: nothing written inside it can count
+that attempt. A message that kills its worker would then be retried forever, holding back
+the rest of its batch each time. So a worker records each batch it claimed in
+``pgpubsub_inflight`` through a connection of its own (autocommit) before running any
+callback, and deletes the record in the batch's transaction. A record that names a message
+another worker could claim has outlived its batch, hence its worker:
+
+- the claimant runs that batch's messages one by one, noting which one is running;
+- the message a record names as running is charged one attempt, as if its callback had
+  raised: retried after the usual delay, marked failed after ``PGPUBSUB_MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from django.db import connections
+
+from pgpubsub.models import InFlightBatch, Notification
+
+
+class AutocommitConnection(Protocol):
+    """A connection whose every statement commits at once (the worker's LISTEN connection)."""
+
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+
+@dataclass(frozen=True)
+class LeftBehind:
+    """The record of a batch whose worker ended before the batch did."""
+
+    id: int
+    notification_ids: tuple[int, ...]
+    #: The message whose callbacks were running, when known.
+    running_id: int | None
+    worker: str
+    started_at: datetime
+
+
+def _table(model: type[Any], using: str) -> str:
+    return str(connections[using].ops.quote_name(model._meta.db_table))
+
+
+#: Makes the statement's own transaction commit asynchronously (``SET LOCAL``, in one
+#: statement, so that it also works through a transaction-pooling pgbouncer). Safe here: the
+#: batch's commit, synchronous, flushes the write-ahead log up to the record's commit, and a
+#: record lost in a server crash was the record of a batch that the crash rolled back.
+_ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+
+
+class Journal:
+    """Writes a worker's in-flight records, committed independently of its batches.
+
+    ``worker`` names the worker process uniquely (pid, host and start time): records are
+    told apart by it, and shown to people in errors and logs.
+    """
+
+    def __init__(self, connection: AutocommitConnection, worker: str, using: str) -> None:
+        self._connection = connection
+        self._worker = worker
+        self._table = _table(InFlightBatch, using)
+
+    def begin(self, notification_ids: Sequence[int]) -> int:
+        """Record a claimed batch before its callbacks run; return the record's id."""
+        # A batch of one message has no doubt about which message was running.
+        running = notification_ids[0] if len(notification_ids) == 1 else None
+        rows = self._connection.execute(
+            f"INSERT INTO {self._table} (notification_ids, running_id, worker, started_at) "
+            f"SELECT %s::bigint[], %s::bigint, %s, now() FROM {_ASYNC_COMMIT} RETURNING id",
+            [list(notification_ids), running, self._worker],
+        )
+        return int(rows[0][0])
+
+    def running(self, record_id: int, notification_id: int) -> None:
+        """Note the message whose callbacks run now (batches run one message at a time)."""
+        self._connection.execute(
+            f"UPDATE {self._table} SET running_id = %s FROM {_ASYNC_COMMIT} WHERE id = %s",
+            [notification_id, record_id],
+        )
+
+    def discard(self, record_id: int) -> None:
+        """Delete a record whose batch was rolled back (its messages were not run)."""
+        self._connection.execute(
+            f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE id = %s", [record_id]
+        )
+
+    def discard_own(self) -> int:
+        """Delete this worker's records; return how many there were.
+
+        Called when the worker (re)connects: records it left when its connections were cut
+        (a server restart, a network failure) are not the mark of a worker that died.
+        """
+        rows = self._connection.execute(
+            f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE worker = %s RETURNING id",
+            [self._worker],
+        )
+        return len(rows)
+
+
+def left_behind(
+    notification_ids: Sequence[int], *, using: str, own_record: int | None = None
+) -> list[LeftBehind]:
+    """Records, other than ``own_record``, naming any of ``notification_ids`` (just claimed).
+
+    The worker of such a record no longer holds its batch's locks, and its transaction
+    deletes the record at commit: the record outlived its batch.
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT id, notification_ids, running_id, worker, started_at "
+            f"FROM {_table(InFlightBatch, using)} "
+            "WHERE notification_ids && %s::bigint[] AND id IS DISTINCT FROM %s ORDER BY id",
+            [list(notification_ids), own_record],
+        )
+        rows = cursor.fetchall()
+    return [
+        LeftBehind(pk, tuple(ids), running_id, worker, started_at)
+        for pk, ids, running_id, worker, started_at in rows
+    ]
+
+
+def prune(*, using: str) -> int:
+    """Delete records none of whose messages is still pending (deleted, or marked failed)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {_table(InFlightBatch, using)} AS record WHERE NOT EXISTS ("
+            f"SELECT 1 FROM {_table(Notification, using)} AS message "
+            "WHERE message.id = ANY(record.notification_ids) AND message.failed_at IS NULL)"
+        )
+        return int(cursor.rowcount)

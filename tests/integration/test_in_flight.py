@@ -1,0 +1,252 @@
+"""In-flight records: a message whose callbacks kill the worker process is charged an attempt.
+
+A worker records each claimed batch on its own autocommit connection before running it and
+deletes the record in the batch's transaction. Here a dead worker is what it leaves in the
+database: its record, committed, and its batch's messages, unlocked. The real thing, a worker
+killed by SIGKILL in a callback, is in tests/acceptance/test_crashing_messages.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+import pgpubsub
+from pgpubsub import Channel, inflight
+from pgpubsub.connection import open_listen_connection
+from pgpubsub.exceptions import WorkerDied
+from pgpubsub.models import InFlightBatch, Notification
+from pgpubsub.processing import StoredProcessor
+from pgpubsub.signals import notification_failed
+from testapp.channels import Task
+from testapp.models import ListenerEvent
+
+# The records are committed by another connection: the tests commit too.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEAD_WORKER = "pgpubsub worker 4242 on a-host-that-is-gone"
+WORKER = "pgpubsub worker under test"
+
+
+@dataclass
+class Watched(Channel):
+    """A lockable channel whose listener each test registers."""
+
+    key: str
+    lock_notifications = True
+
+
+@pytest.fixture
+def journal() -> Iterator[inflight.Journal]:
+    """A journal on a connection of its own, as a worker has."""
+    connection = open_listen_connection("default")
+    yield inflight.Journal(connection, WORKER, "default")
+    connection.close()
+
+
+def processor_with(journal: inflight.Journal) -> StoredProcessor:
+    """A processor as a worker has (made in the test, so that it reads the test's settings)."""
+    processor = StoredProcessor()
+    processor.journal = journal
+    return processor
+
+
+def send_tasks(*keys: str) -> list[int]:
+    for key in keys:
+        pgpubsub.notify(Task, key=key)
+    return list(Notification.objects.order_by("id").values_list("id", flat=True))
+
+
+def left_by_a_dead_worker(ids: list[int], running_id: int | None) -> InFlightBatch:
+    return InFlightBatch.objects.create(
+        notification_ids=ids, running_id=running_id, worker=DEAD_WORKER
+    )
+
+
+def handled_keys() -> list[str]:
+    events = ListenerEvent.objects.filter(listener="task").order_by("object_key")
+    return list(events.values_list("object_key", flat=True))
+
+
+def test_a_batch_leaves_no_record_when_it_commits(journal: inflight.Journal) -> None:
+    send_tasks("a", "b", "c")
+
+    result = processor_with(journal).process_batch(Task)
+
+    assert (result.processed, result.failed) == (3, 0)
+    assert not InFlightBatch.objects.exists()
+
+
+@override_settings(PGPUBSUB_RETRY_BACKOFF=30.0)
+def test_a_batch_redone_after_a_raising_callback_leaves_no_record(
+    journal: inflight.Journal,
+) -> None:
+    send_tasks("a")
+    pgpubsub.notify(Task, key="raises", fail=True)
+    send_tasks("b")
+
+    result = processor_with(journal).process_batch(Task)
+
+    assert (result.processed, result.failed) == (2, 1)
+    assert not InFlightBatch.objects.exists()
+    assert Notification.objects.get().attempts == 1  # charged once, by its exception
+
+
+def committed_records() -> list[tuple[list[int], int | None, str]]:
+    """The in-flight records as another connection sees them: committed ones only."""
+    connection = open_listen_connection("default")
+    try:
+        rows = connection.execute(
+            "SELECT notification_ids, running_id, worker FROM pgpubsub_inflight ORDER BY id", []
+        )
+    finally:
+        connection.close()
+    return [(list(ids), running_id, worker) for ids, running_id, worker in rows]
+
+
+def test_a_batch_is_recorded_before_its_callbacks_run(
+    journal: inflight.Journal, isolated_registry: None
+) -> None:
+    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
+
+    @pgpubsub.listener(Watched)
+    def look(key: str) -> None:
+        seen[key] = committed_records()
+
+    for key in ("a", "b"):
+        pgpubsub.notify(Watched, key=key)
+    ids = list(Notification.objects.order_by("id").values_list("id", flat=True))
+
+    processor_with(journal).process_batch(Watched)
+
+    # Which message of a batch runs is not recorded (a round trip per message saved) ...
+    assert seen == {"a": [(ids, None, WORKER)], "b": [(ids, None, WORKER)]}
+    assert committed_records() == []
+
+
+def test_a_batch_run_message_by_message_records_which_message_runs(
+    journal: inflight.Journal, isolated_registry: None
+) -> None:
+    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
+
+    @pgpubsub.listener(Watched)
+    def look(key: str) -> None:
+        seen.setdefault(key, []).extend(committed_records())
+        if key == "raises":
+            raise RuntimeError("makes the batch run message by message")
+
+    for key in ("a", "raises", "b"):
+        pgpubsub.notify(Watched, key=key)
+    a, raises, b = Notification.objects.order_by("id").values_list("id", flat=True)
+
+    processor_with(journal).process_batch(Watched)
+
+    # ... until one fails: then the batch is redone one message at a time, each one named.
+    batch = [a, raises, b]
+    assert seen["a"] == [(batch, None, WORKER), (batch, a, WORKER)]
+    assert seen["raises"] == [(batch, None, WORKER), (batch, raises, WORKER)]
+    assert seen["b"] == [(batch, b, WORKER)]
+    assert committed_records() == []
+
+
+@override_settings(PGPUBSUB_RETRY_BACKOFF=30.0, PGPUBSUB_MAX_ATTEMPTS=3)
+def test_the_message_a_dead_worker_was_running_is_charged_and_the_rest_is_handled(
+    journal: inflight.Journal,
+) -> None:
+    first, running, last = send_tasks("first", "killer", "last")
+    left_by_a_dead_worker([first, running, last], running_id=running)
+    before = timezone.now()
+
+    result = processor_with(journal).process_batch(Task)
+
+    assert (result.claimed, result.processed, result.failed) == (3, 2, 1)
+    assert handled_keys() == ["first", "last"]
+    charged = Notification.objects.get()
+    assert charged.pk == running
+    assert charged.attempts == 1
+    assert charged.failed_at is None
+    assert charged.available_at >= before + datetime.timedelta(seconds=29)
+    assert "worker process running this message ended before it finished" in charged.last_error
+    assert DEAD_WORKER in charged.last_error
+    assert not InFlightBatch.objects.exists()
+
+
+@override_settings(PGPUBSUB_MAX_ATTEMPTS=3)
+def test_a_message_that_killed_its_worker_max_attempts_times_is_marked_failed(
+    journal: inflight.Journal,
+) -> None:
+    (killer,) = send_tasks("killer")
+    Notification.objects.filter(pk=killer).update(attempts=2)
+    left_by_a_dead_worker([killer], running_id=killer)
+
+    processor_with(journal).process_batch(Task)
+
+    failed = Notification.objects.get()
+    assert (failed.attempts, failed.failed_at is not None) == (3, True)
+    assert Notification.objects.failed().count() == 1
+
+
+def test_without_a_running_message_nothing_is_charged_and_all_is_handled(
+    journal: inflight.Journal,
+) -> None:
+    ids = send_tasks("a", "b", "c")
+    left_by_a_dead_worker(ids, running_id=None)
+
+    result = processor_with(journal).process_batch(Task)
+
+    assert (result.processed, result.failed) == (3, 0)
+    assert handled_keys() == ["a", "b", "c"]
+    assert not Notification.objects.exists()
+    assert not InFlightBatch.objects.exists()
+
+
+def test_records_are_settled_without_a_journal_too() -> None:
+    """process_stored_notifications() in a shell or a test also settles dead workers' batches."""
+    first, running = send_tasks("first", "killer")
+    left_by_a_dead_worker([first, running], running_id=running)
+
+    assert pgpubsub.process_stored_notifications([Task]) == 1
+
+    assert Notification.objects.get().attempts == 1
+    assert not InFlightBatch.objects.exists()
+
+
+def test_the_charge_is_reported_to_notification_failed_receivers(
+    journal: inflight.Journal,
+) -> None:
+    (killer,) = send_tasks("killer")
+    left_by_a_dead_worker([killer], running_id=killer)
+    received: list[dict[str, object]] = []
+
+    def receiver(sender: object, **kwargs: object) -> None:
+        received.append({"sender": sender, **kwargs})
+
+    notification_failed.connect(receiver)
+    try:
+        processor_with(journal).process_batch(Task)
+    finally:
+        notification_failed.disconnect(receiver)
+
+    (report,) = received
+    assert report["sender"] is Task
+    assert report["notification_id"] == killer
+    assert report["attempt"] == 1
+    assert report["will_retry"] is True
+    assert isinstance(report["error"], WorkerDied)
+
+
+def test_prune_deletes_records_whose_messages_are_all_gone_or_failed() -> None:
+    pending, failed = send_tasks("pending", "failed")
+    Notification.objects.filter(pk=failed).update(failed_at=timezone.now())
+    keeps = left_by_a_dead_worker([pending, failed], running_id=None)
+    left_by_a_dead_worker([failed], running_id=failed)
+    left_by_a_dead_worker([pending + 1000], running_id=None)
+
+    assert inflight.prune(using="default") == 2
+
+    assert list(InFlightBatch.objects.values_list("pk", flat=True)) == [keeps.pk]
