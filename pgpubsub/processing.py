@@ -215,7 +215,8 @@ class StoredProcessor:
                     if self.should_stop():
                         break  # the rest stay stored and are unlocked at commit
                     if isolated:
-                        if journal is not None and record is not None and len(messages) > 1:
+                        # (A record of a one-message batch names its message from the start.)
+                        if journal is not None and record is not None and result.claimed > 1:
                             journal.running(record, message.id)
                         outcome = self._process_one(channel, message)
                         if outcomes is not None:

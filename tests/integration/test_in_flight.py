@@ -154,6 +154,29 @@ def test_a_batch_run_message_by_message_records_which_message_runs(
     assert committed_records() == []
 
 
+def test_a_batch_taken_over_from_a_dead_worker_records_which_message_runs(
+    journal: inflight.Journal, isolated_registry: None
+) -> None:
+    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
+
+    @pgpubsub.listener(Watched)
+    def look(key: str) -> None:
+        seen[key] = committed_records()
+
+    for key in ("killer", "next"):
+        pgpubsub.notify(Watched, key=key)
+    killer, following = Notification.objects.order_by("id").values_list("id", flat=True)
+    left_by_a_dead_worker([killer, following], running_id=killer)
+
+    processor_with(journal).process_batch(Watched)
+
+    # The killer is charged, not run; the one left is run with its name recorded, in case it
+    # kills this worker too. The dead worker's record goes when this batch commits.
+    batch = [killer, following]
+    assert seen == {"next": [(batch, killer, DEAD_WORKER), (batch, following, WORKER)]}
+    assert committed_records() == []
+
+
 @override_settings(PGPUBSUB_RETRY_BACKOFF=30.0, PGPUBSUB_MAX_ATTEMPTS=3)
 def test_the_message_a_dead_worker_was_running_is_charged_and_the_rest_is_handled(
     journal: inflight.Journal,
