@@ -56,9 +56,10 @@ def processor_with(journal: inflight.Journal) -> StoredProcessor:
     return processor
 
 
-def send_tasks(*keys: str) -> list[int]:
+def send(channel: type[Channel], *keys: str) -> list[int]:
+    """Send one message per key; return the ids of every stored message, oldest first."""
     for key in keys:
-        pgpubsub.notify(Task, key=key)
+        pgpubsub.notify(channel, key=key)
     return list(Notification.objects.order_by("id").values_list("id", flat=True))
 
 
@@ -74,7 +75,7 @@ def handled_keys() -> list[str]:
 
 
 def test_a_batch_leaves_no_record_when_it_commits(journal: inflight.Journal) -> None:
-    send_tasks("a", "b", "c")
+    send(Task, "a", "b", "c")
 
     result = processor_with(journal).process_batch(Task)
 
@@ -86,9 +87,9 @@ def test_a_batch_leaves_no_record_when_it_commits(journal: inflight.Journal) -> 
 def test_a_batch_redone_after_a_raising_callback_leaves_no_record(
     journal: inflight.Journal,
 ) -> None:
-    send_tasks("a")
+    send(Task, "a")
     pgpubsub.notify(Task, key="raises", fail=True)
-    send_tasks("b")
+    send(Task, "b")
 
     result = processor_with(journal).process_batch(Task)
 
@@ -97,7 +98,10 @@ def test_a_batch_redone_after_a_raising_callback_leaves_no_record(
     assert Notification.objects.get().attempts == 1  # charged once, by its exception
 
 
-def committed_records() -> list[tuple[list[int], int | None, str]]:
+Records = list[tuple[list[int], int | None, str]]
+
+
+def committed_records() -> Records:
     """The in-flight records as another connection sees them: committed ones only."""
     connection = open_listen_connection("default")
     try:
@@ -109,30 +113,13 @@ def committed_records() -> list[tuple[list[int], int | None, str]]:
     return [(list(ids), running_id, worker) for ids, running_id, worker in rows]
 
 
-def test_a_batch_is_recorded_before_its_callbacks_run(
-    journal: inflight.Journal, isolated_registry: None
-) -> None:
-    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
+@pytest.fixture
+def records_seen(isolated_registry: None) -> dict[str, Records]:
+    """The committed records each Watched message's listener saw while it ran, by key.
 
-    @pgpubsub.listener(Watched)
-    def look(key: str) -> None:
-        seen[key] = committed_records()
-
-    for key in ("a", "b"):
-        pgpubsub.notify(Watched, key=key)
-    ids = list(Notification.objects.order_by("id").values_list("id", flat=True))
-
-    processor_with(journal).process_batch(Watched)
-
-    # Which message of a batch runs is not recorded (a round trip per message saved) ...
-    assert seen == {"a": [(ids, None, WORKER)], "b": [(ids, None, WORKER)]}
-    assert committed_records() == []
-
-
-def test_a_batch_run_message_by_message_records_which_message_runs(
-    journal: inflight.Journal, isolated_registry: None
-) -> None:
-    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
+    The listener raises for the key "raises".
+    """
+    seen: dict[str, Records] = {}
 
     @pgpubsub.listener(Watched)
     def look(key: str) -> None:
@@ -140,40 +127,50 @@ def test_a_batch_run_message_by_message_records_which_message_runs(
         if key == "raises":
             raise RuntimeError("makes the batch run message by message")
 
-    for key in ("a", "raises", "b"):
-        pgpubsub.notify(Watched, key=key)
-    a, raises, b = Notification.objects.order_by("id").values_list("id", flat=True)
+    return seen
+
+
+def test_a_batch_is_recorded_before_its_callbacks_run(
+    journal: inflight.Journal, records_seen: dict[str, Records]
+) -> None:
+    ids = send(Watched, "a", "b")
+
+    processor_with(journal).process_batch(Watched)
+
+    # Which message of a batch runs is not recorded (a round trip per message saved) ...
+    assert records_seen == {"a": [(ids, None, WORKER)], "b": [(ids, None, WORKER)]}
+    assert committed_records() == []
+
+
+def test_a_batch_run_message_by_message_records_which_message_runs(
+    journal: inflight.Journal, records_seen: dict[str, Records]
+) -> None:
+    batch = send(Watched, "a", "raises", "b")
+    a, raises, b = batch
 
     processor_with(journal).process_batch(Watched)
 
     # ... until one fails: then the batch is redone one message at a time, each one named.
-    batch = [a, raises, b]
-    assert seen["a"] == [(batch, None, WORKER), (batch, a, WORKER)]
-    assert seen["raises"] == [(batch, None, WORKER), (batch, raises, WORKER)]
-    assert seen["b"] == [(batch, b, WORKER)]
+    assert records_seen == {
+        "a": [(batch, None, WORKER), (batch, a, WORKER)],
+        "raises": [(batch, None, WORKER), (batch, raises, WORKER)],
+        "b": [(batch, b, WORKER)],
+    }
     assert committed_records() == []
 
 
 def test_a_batch_taken_over_from_a_dead_worker_records_which_message_runs(
-    journal: inflight.Journal, isolated_registry: None
+    journal: inflight.Journal, records_seen: dict[str, Records]
 ) -> None:
-    seen: dict[str, list[tuple[list[int], int | None, str]]] = {}
-
-    @pgpubsub.listener(Watched)
-    def look(key: str) -> None:
-        seen[key] = committed_records()
-
-    for key in ("killer", "next"):
-        pgpubsub.notify(Watched, key=key)
-    killer, following = Notification.objects.order_by("id").values_list("id", flat=True)
-    left_by_a_dead_worker([killer, following], running_id=killer)
+    batch = send(Watched, "killer", "next")
+    killer, following = batch
+    left_by_a_dead_worker(batch, running_id=killer)
 
     processor_with(journal).process_batch(Watched)
 
     # The killer is charged, not run; the one left is run with its name recorded, in case it
     # kills this worker too. The dead worker's record goes when this batch commits.
-    batch = [killer, following]
-    assert seen == {"next": [(batch, killer, DEAD_WORKER), (batch, following, WORKER)]}
+    assert records_seen == {"next": [(batch, killer, DEAD_WORKER), (batch, following, WORKER)]}
     assert committed_records() == []
 
 
@@ -181,7 +178,7 @@ def test_a_batch_taken_over_from_a_dead_worker_records_which_message_runs(
 def test_the_message_a_dead_worker_was_running_is_charged_and_the_rest_is_handled(
     journal: inflight.Journal,
 ) -> None:
-    first, running, last = send_tasks("first", "killer", "last")
+    first, running, last = send(Task, "first", "killer", "last")
     left_by_a_dead_worker([first, running, last], running_id=running)
     before = timezone.now()
 
@@ -203,7 +200,7 @@ def test_the_message_a_dead_worker_was_running_is_charged_and_the_rest_is_handle
 def test_a_message_that_killed_its_worker_max_attempts_times_is_marked_failed(
     journal: inflight.Journal,
 ) -> None:
-    (killer,) = send_tasks("killer")
+    (killer,) = send(Task, "killer")
     Notification.objects.filter(pk=killer).update(attempts=2)
     left_by_a_dead_worker([killer], running_id=killer)
 
@@ -217,7 +214,7 @@ def test_a_message_that_killed_its_worker_max_attempts_times_is_marked_failed(
 def test_without_a_running_message_nothing_is_charged_and_all_is_handled(
     journal: inflight.Journal,
 ) -> None:
-    ids = send_tasks("a", "b", "c")
+    ids = send(Task, "a", "b", "c")
     left_by_a_dead_worker(ids, running_id=None)
 
     result = processor_with(journal).process_batch(Task)
@@ -230,7 +227,7 @@ def test_without_a_running_message_nothing_is_charged_and_all_is_handled(
 
 def test_records_are_settled_without_a_journal_too() -> None:
     """process_stored_notifications() in a shell or a test also settles dead workers' batches."""
-    first, running = send_tasks("first", "killer")
+    first, running = send(Task, "first", "killer")
     left_by_a_dead_worker([first, running], running_id=running)
 
     assert pgpubsub.process_stored_notifications([Task]) == 1
@@ -242,7 +239,7 @@ def test_records_are_settled_without_a_journal_too() -> None:
 def test_the_charge_is_reported_to_notification_failed_receivers(
     journal: inflight.Journal,
 ) -> None:
-    (killer,) = send_tasks("killer")
+    (killer,) = send(Task, "killer")
     left_by_a_dead_worker([killer], running_id=killer)
     received: list[dict[str, object]] = []
 
@@ -264,7 +261,7 @@ def test_the_charge_is_reported_to_notification_failed_receivers(
 
 
 def test_prune_deletes_records_whose_messages_are_all_gone_or_failed() -> None:
-    pending, failed = send_tasks("pending", "failed")
+    pending, failed = send(Task, "pending", "failed")
     Notification.objects.filter(pk=failed).update(failed_at=timezone.now())
     keeps = left_by_a_dead_worker([pending, failed], running_id=None)
     left_by_a_dead_worker([failed], running_id=failed)
