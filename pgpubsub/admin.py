@@ -1,4 +1,4 @@
-"""Django admin for stored notifications: see what is queued, retrying or failed, and act."""
+"""Django admin: stored notifications (see and act on failures) and the batches in flight."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from pgpubsub.models import Notification
+from pgpubsub.models import InFlightBatch, Notification
 from pgpubsub.queue import requeue_now
 from pgpubsub.registry import registry
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Notification]
+    _InFlightAdmin = admin.ModelAdmin[InFlightBatch]
 else:  # ModelAdmin is generic for the type checker only
-    _ModelAdmin = admin.ModelAdmin
+    _ModelAdmin = _InFlightAdmin = admin.ModelAdmin
 
 
 class _EstimatedCountPaginator(Paginator):
@@ -148,4 +150,56 @@ class NotificationAdmin(_ModelAdmin):
         requeued = requeue_now(ids, using=queryset.db)
         self.message_user(
             request, f"{requeued} notification(s) will be processed now.", messages.SUCCESS
+        )
+
+
+@admin.register(InFlightBatch)
+class InFlightBatchAdmin(_InFlightAdmin):
+    """Read-only: the batches workers run now, and those of workers that ended mid-batch.
+
+    A record older than your slowest batch belongs to a worker that died; the next worker
+    that claims its messages settles it (docs: "Messages that kill their worker").
+    """
+
+    list_display = ("id", "worker", "started_at", "message_count", "running_id")
+    ordering = ("-id",)
+    readonly_fields = ("id", "worker", "started_at", "running_id", "notifications")
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a record is what lets the next worker charge a crash to its message
+
+    @admin.display(description="messages")
+    def message_count(self, obj: InFlightBatch) -> int:
+        return len(obj.notification_ids)
+
+    @admin.display(description="notifications")
+    def notifications(self, obj: InFlightBatch) -> str:
+        """Each id, linked to its stored notification while it exists."""
+        stored = set(
+            Notification.objects.using(obj._state.db)
+            .filter(pk__in=obj.notification_ids)
+            .values_list("pk", flat=True)
+        )
+        return format_html_join(
+            ", ",
+            "{}",
+            (
+                (
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse("admin:pgpubsub_notification_change", args=[pk]),
+                        pk,
+                    )
+                    if pk in stored
+                    else pk,
+                )
+                for pk in obj.notification_ids
+            ),
         )

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 import pgpubsub
-from pgpubsub.models import Notification
+from pgpubsub.models import InFlightBatch, Notification
 from testapp.channels import Task
 
 pytestmark = pytest.mark.django_db
@@ -126,3 +126,26 @@ def test_changelist_of_200000_notifications_never_counts_the_whole_table(
     assert unfiltered == [], unfiltered
     # Page links come from PostgreSQL's row estimate, close to the 200,000 rows.
     assert 190_000 <= response.context["cl"].result_count <= 210_000
+
+
+def test_in_flight_batches_are_listed_read_only(admin_client: Client) -> None:
+    pgpubsub.notify(Task, key="still stored")
+    stored = Notification.objects.get()
+    dead = InFlightBatch.objects.create(
+        notification_ids=[stored.pk, stored.pk + 1],
+        running_id=stored.pk,
+        worker="pgpubsub worker 77 on host-a",
+    )
+
+    page = admin_client.get(reverse("admin:pgpubsub_inflightbatch_changelist")).content.decode()
+    detail = admin_client.get(reverse("admin:pgpubsub_inflightbatch_change", args=[dead.pk]))
+
+    assert "pgpubsub worker 77 on host-a" in page
+    assert '<td class="field-message_count">2</td>' in page
+    assert detail.status_code == 200
+    link = reverse("admin:pgpubsub_notification_change", args=[stored.pk])
+    assert f'<a href="{link}">{stored.pk}</a>, {stored.pk + 1}' in detail.content.decode()
+    # Deleting a record would lose what lets the next worker charge a crash to its message.
+    delete = reverse("admin:pgpubsub_inflightbatch_delete", args=[dead.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert InFlightBatch.objects.filter(pk=dead.pk).exists()
