@@ -198,7 +198,7 @@ class BacklogCollector:
             ),
             GaugeMetricFamily(
                 "pgpubsub_workers_connected",
-                "Workers with a LISTEN connection to the database.",
+                "Worker processes connected to the database (with or without LISTEN).",
             ),
             GaugeMetricFamily(
                 "pgpubsub_notify_queue_usage_ratio",
