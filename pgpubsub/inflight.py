@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from django.db import connections
 
-from pgpubsub.models import InFlightBatch, Notification
+from pgpubsub.models import InFlightBatch, Notification, quoted_table
 
 
 class AutocommitConnection(Protocol):
@@ -43,10 +43,6 @@ class LeftBehind:
     started_at: datetime
 
 
-def _table(model: type[Any], using: str) -> str:
-    return str(connections[using].ops.quote_name(model._meta.db_table))
-
-
 #: Makes the statement's own transaction commit asynchronously (``SET LOCAL``, in one
 #: statement, so that it also works through a transaction-pooling pgbouncer). Safe here: the
 #: batch's commit, synchronous, flushes the write-ahead log up to the record's commit, and a
@@ -64,7 +60,7 @@ class Journal:
     def __init__(self, connection: AutocommitConnection, worker: str, using: str) -> None:
         self._connection = connection
         self._worker = worker
-        self._table = _table(InFlightBatch, using)
+        self._table = quoted_table(InFlightBatch, using)
 
     def begin(self, notification_ids: Sequence[int]) -> int:
         """Record a claimed batch before its callbacks run; return the record's id."""
@@ -114,7 +110,7 @@ def left_behind(
     with connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT id, notification_ids, running_id, worker, started_at "
-            f"FROM {_table(InFlightBatch, using)} "
+            f"FROM {quoted_table(InFlightBatch, using)} "
             "WHERE notification_ids && %s::bigint[] AND id IS DISTINCT FROM %s ORDER BY id",
             [list(notification_ids), own_record],
         )
@@ -129,8 +125,8 @@ def prune(*, using: str) -> int:
     """Delete records none of whose messages is still pending (deleted, or marked failed)."""
     with connections[using].cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {_table(InFlightBatch, using)} AS record WHERE NOT EXISTS ("
-            f"SELECT 1 FROM {_table(Notification, using)} AS message "
+            f"DELETE FROM {quoted_table(InFlightBatch, using)} AS record WHERE NOT EXISTS ("
+            f"SELECT 1 FROM {quoted_table(Notification, using)} AS message "
             "WHERE message.id = ANY(record.notification_ids) AND message.failed_at IS NULL)"
         )
         return int(cursor.rowcount)

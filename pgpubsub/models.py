@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 from django.db.models import Q
 from django.utils import timezone
+
+
+def quoted_table(model: type[models.Model], using: str) -> str:
+    """The quoted name of ``model``'s table, for raw SQL on database ``using``."""
+    return str(connections[using].ops.quote_name(model._meta.db_table))
 
 
 class NotificationQuerySet(models.QuerySet["Notification"]):
@@ -106,7 +111,7 @@ class InFlightBatch(models.Model):
     notification_ids = BigIntegerArrayField()
     #: The notification whose callbacks were running (batches run message by message).
     running_id = models.BigIntegerField(null=True, blank=True)
-    #: ``pgpubsub worker <pid> on <host>``.
+    #: ``pgpubsub worker <pid> on <host>, started <UTC time>``: unique per worker process.
     worker = models.TextField()
     started_at = models.DateTimeField(default=timezone.now)
 

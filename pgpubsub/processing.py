@@ -299,15 +299,36 @@ class StoredProcessor:
             " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
             " was stopped without waiting."
         )
-        dead = queue.record_failure(message, str(error), using=self.using, settings=self.settings)
+        return self._count_failed_attempt(
+            channel,
+            message,
+            _Outcome.of_stored(message, time.perf_counter(), error),
+            str(error),
+            "was running when its worker process ended",
+        )
+
+    def _count_failed_attempt(
+        self,
+        channel: type[BaseChannel],
+        message: queue.StoredMessage,
+        failure: _Outcome,
+        error_text: str,
+        what_happened: str,
+        *,
+        exc_info: bool = False,
+    ) -> _Outcome:
+        """Record a failed attempt (a retry is scheduled, or the message is marked failed)
+        and log it; return ``failure`` telling whether the message will be retried."""
+        dead = queue.record_failure(message, error_text, using=self.using, settings=self.settings)
         logger.error(
-            "Notification %s of channel %s was running when its worker process ended "
-            "(attempt %s of %s)%s",
+            "Notification %s of channel %s %s (attempt %s of %s)%s",
             message.id,
             channel.name(),
+            what_happened,
             message.attempts + 1,
             self.settings.max_attempts,
             ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+            exc_info=exc_info,
             extra={
                 "action": "failed" if dead else "retry",
                 "channel": channel.name(),
@@ -315,9 +336,7 @@ class StoredProcessor:
                 "attempt": message.attempts + 1,
             },
         )
-        return dataclasses.replace(
-            _Outcome.of_stored(message, time.perf_counter(), error), will_retry=not dead
-        )
+        return dataclasses.replace(failure, will_retry=not dead)
 
     def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         try:
@@ -335,25 +354,14 @@ class StoredProcessor:
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()
         except Exception as exc:
-            failure = _Outcome.of_stored(message, started, exc)
-            error = traceback.format_exc()
-            dead = queue.record_failure(message, error, using=self.using, settings=self.settings)
-            logger.error(
-                "Notification %s of channel %s failed (attempt %s of %s)%s",
-                message.id,
-                channel.name(),
-                message.attempts + 1,
-                self.settings.max_attempts,
-                ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+            return self._count_failed_attempt(
+                channel,
+                message,
+                _Outcome.of_stored(message, started, exc),
+                traceback.format_exc(),
+                "failed",
                 exc_info=True,
-                extra={
-                    "action": "failed" if dead else "retry",
-                    "channel": channel.name(),
-                    "notification_id": message.id,
-                    "attempt": message.attempts + 1,
-                },
             )
-            return dataclasses.replace(failure, will_retry=not dead)
         outcome = _Outcome.of_stored(message, started)
         logger.debug(
             "Processed notification %s of channel %s: %s",

@@ -18,7 +18,7 @@ from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from pgpubsub.conf import PgPubSubSettings
-from pgpubsub.models import BroadcastPayload, InFlightBatch, Notification
+from pgpubsub.models import BroadcastPayload, InFlightBatch, Notification, quoted_table
 
 _MAX_ERROR_LENGTH = 20_000
 
@@ -56,8 +56,8 @@ def claim_batch(
     or walks the primary key past every older row of other channels.
     """
     connection = connections[using]
-    table = connection.ops.quote_name(Notification._meta.db_table)
-    in_flight = connection.ops.quote_name(InFlightBatch._meta.db_table)
+    table = quoted_table(Notification, using)
+    in_flight = quoted_table(InFlightBatch, using)
     where, params = _filter_sql(extra_filter, using)
     latency = (
         ", extract(epoch FROM statement_timestamp() - available_at)::float8"
@@ -102,9 +102,8 @@ def delete_messages(
     ``in_flight_records``, the batch's own record and those it settled, go in the same
     statement: they are gone exactly when the batch has committed.
     """
-    ops = connections[using].ops
-    table = ops.quote_name(Notification._meta.db_table)
-    in_flight = ops.quote_name(InFlightBatch._meta.db_table)
+    table = quoted_table(Notification, using)
+    in_flight = quoted_table(InFlightBatch, using)
     with connections[using].cursor() as cursor:
         if in_flight_records:
             cursor.execute(

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connections
 
 from pgpubsub.connection import WORKER_APPLICATION_NAME
-from pgpubsub.models import Notification
+from pgpubsub.models import Notification, quoted_table
 from pgpubsub.registry import registry
 
 
@@ -64,7 +64,7 @@ GROUP BY channel
 def collect_status(using: str) -> StatusReport:
     """Count stored notifications per channel and look up connected workers."""
     connection = connections[using]
-    table = connection.ops.quote_name(Notification._meta.db_table)
+    table = quoted_table(Notification, using)
     statuses = {
         channel.listen_safe_name(): ChannelStatus(
             channel=channel.name(),

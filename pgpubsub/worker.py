@@ -199,7 +199,7 @@ class Worker:
         if self.options.poll_only:
             # No LISTEN, but a connection of its own for the in-flight records.
             self._listener = PollingOnly(open_listen_connection(self.options.using))
-            self._processor.journal = self._journal(self._listener)
+            self._open_journal(self._listener)
             logger.info(
                 "Listening on %s channel(s) of database %r by polling every %.1f s (no LISTEN)",
                 len(self.channels),
@@ -210,7 +210,7 @@ class Worker:
             return
         self._listener = open_listen_connection(self.options.using)
         self._listener.listen(c.listen_safe_name() for c in self.channels)
-        self._processor.journal = self._journal(self._listener)
+        self._open_journal(self._listener)
         logger.info(
             "Listening on %s channel(s) of database %r",
             len(self.channels),
@@ -218,10 +218,12 @@ class Worker:
             extra={"action": "listening"},
         )
 
-    def _journal(self, connection: ListenConnection) -> inflight.Journal:
+    def _open_journal(self, connection: ListenConnection) -> None:
+        """Record batches in flight on ``connection``, first deleting this worker's own old
+        records (left when its connections were cut: it did not die)."""
         journal = inflight.Journal(connection, self._label, using=self.options.using)
         journal.discard_own()
-        return journal
+        self._processor.journal = journal
 
     def _disconnect(self) -> None:
         self._processor.journal = None
