@@ -201,6 +201,10 @@ def codec_for_type(hint: Any) -> FieldCodec:
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return _sequence(codec_for_type(args[0]), tuple)
+        if len(args) == 1 and not isinstance(hint, types.GenericAlias):
+            # typing.Tuple[X], django-pgpubsub 1.3's spelling, took tuples of any length
+            # there; the builtin tuple[X] means exactly one item.
+            return _sequence(codec_for_type(args[0]), tuple)
         return _fixed_tuple([codec_for_type(arg) for arg in args])
     if origin is dict and len(args) == 2:
         if args[0] not in _KEY_CODECS:

@@ -36,6 +36,10 @@ def parse_json(channel: type[BaseChannel], text: str) -> Any:
 def decode_payload(channel: type[BaseChannel], text: str) -> dict[str, Any]:
     """Parse payload JSON into the object callbacks are decoded from."""
     data = parse_json(channel, text)
+    if isinstance(data, str):
+        # A JSON string holding the object: what django-pgpubsub 1.3's notify() stores, and
+        # keeps storing while 1.3 code still runs beside 2.0 during a rolling deploy.
+        data = parse_json(channel, data)
     if not isinstance(data, dict):
         raise ValueError(f"payload of {channel.name()} is not a JSON object: {text[:200]!r}")
     return data
@@ -414,6 +418,34 @@ def deliver_fanout(
     if observed:
         _report(channel, [_Outcome(None, 1, time.perf_counter() - started, None, error)])
     return error is None
+
+
+def fanout_payload(channel: type[BaseChannel], text: str, *, using: str) -> dict[str, Any] | None:
+    """The payload a fan-out NOTIFY carries, or None when its stored copy is already pruned.
+
+    The NOTIFY holds ``{"p": payload}``, or ``{"r": id}`` naming a stored copy of an oversized
+    payload; one sent by a django-pgpubsub 1.3 trigger holds the payload itself.
+
+    Raises:
+        ValueError, TypeError: the text is not such a message.
+    """
+    envelope = parse_json(channel, text)
+    if not isinstance(envelope, dict):
+        raise TypeError(f"expected a JSON object, got {envelope!r}")
+    if "p" in envelope:
+        return dict(envelope["p"])
+    if "r" in envelope:
+        stored = queue.load_broadcast(int(envelope["r"]), using=using)
+        if stored is None:
+            logger.warning(
+                "Oversized message %s of channel %s was pruned before it was read "
+                "(PGPUBSUB_BROADCAST_RETENTION)",
+                envelope["r"],
+                channel.name(),
+            )
+            return None
+        return dict(parse_json(channel, stored))
+    return envelope
 
 
 def process_stored_notifications(

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 from django.db import (
     InterfaceError,
@@ -44,7 +44,7 @@ from pgpubsub.processing import (
     Dispatcher,
     StoredProcessor,
     deliver_fanout,
-    parse_json,
+    fanout_payload,
 )
 from pgpubsub.registry import registry
 from pgpubsub.wakeup import Wakeup
@@ -323,8 +323,7 @@ class Worker:
         if self.stopping:
             return
         try:
-            envelope = parse_json(channel, text)
-            payload = self._unwrap(channel, envelope)
+            payload = fanout_payload(channel, text, using=self.options.using)
         except (ValueError, TypeError):
             logger.exception(
                 "Unreadable message on channel %s",
@@ -339,24 +338,6 @@ class Worker:
             self._stats.processed += 1
         else:
             self._stats.failed += 1
-
-    def _unwrap(self, channel: type[BaseChannel], envelope: Any) -> dict[str, Any] | None:
-        if not isinstance(envelope, dict):
-            raise TypeError(f"expected a JSON object, got {envelope!r}")
-        if "p" in envelope:
-            return dict(envelope["p"])
-        if "r" in envelope:
-            text = queue.load_broadcast(int(envelope["r"]), using=self.options.using)
-            if text is None:
-                logger.warning(
-                    "Oversized message %s of channel %s was pruned before it was read "
-                    "(PGPUBSUB_BROADCAST_RETENTION)",
-                    envelope["r"],
-                    channel.name(),
-                )
-                return None
-            return dict(parse_json(channel, text))
-        return envelope  # sent by a django-pgpubsub 1.3 trigger: the payload itself
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)
