@@ -27,6 +27,7 @@ from pgpubsub.exceptions import (
     NotificationContextError,
     PayloadError,
     PgPubSubError,
+    SettingsError,
     WorkerDied,
 )
 from pgpubsub.filters import ListenerFilterProvider
@@ -70,6 +71,7 @@ __all__ = [
     "NotificationContextError",
     "PayloadError",
     "PgPubSubError",
+    "SettingsError",
     "TriggerChannel",
     "WorkerDied",
     "__version__",

@@ -16,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils.module_loading import import_string
 
-from pgpubsub import codec, inflight, queue, signals
+from pgpubsub import codec, envelope, inflight, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.exceptions import WorkerDied
@@ -111,6 +111,16 @@ class _Outcome:
         )
 
 
+def _failure_words(exc: BaseException) -> str:
+    """How a callback failed, in a log line's words."""
+    if isinstance(exc, Exception):
+        return "failed"
+    return (
+        f"failed: a callback raised {type(exc).__name__}, counted as its failure (the worker "
+        "carries on; stop workers with SIGTERM)"
+    )
+
+
 def _report(channel: type[BaseChannel], outcomes: Iterable[_Outcome]) -> None:
     """Send ``notification_processed`` or ``notification_failed`` for each outcome."""
     for outcome in outcomes:
@@ -180,8 +190,12 @@ class StoredProcessor:
             if result is not None:
                 return result
             self._isolated_until[channel] = time.monotonic() + _ISOLATION_PERIOD
-            logger.debug(
-                "A message of a batch of %s failed: redoing it message by message", channel.name()
+            logger.info(
+                "A message of a batch of channel %s failed: redoing the batch message by "
+                "message, and the channel's batches for %.0f s",
+                channel.name(),
+                _ISOLATION_PERIOD,
+                extra={"action": "isolating", "channel": channel.name()},
             )
         result = self._run_batch(channel, isolated=True)
         assert result is not None  # an isolated batch records failures instead of giving up
@@ -345,7 +359,7 @@ class StoredProcessor:
     def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         try:
             self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
-        except Exception:
+        except BaseException:  # see _process_one: redone in isolation, where it is recorded
             return False
         return True
 
@@ -357,13 +371,16 @@ class StoredProcessor:
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and the like too: raised by a callback, they are
+            # that message's failure, not a request to stop the worker (signals stop it), and
+            # letting them through would roll back and stall the whole batch, forever.
             return self._count_failed_attempt(
                 channel,
                 message,
                 _Outcome.of_stored(message, started, exc),
                 traceback.format_exc(),
-                "failed",
+                _failure_words(exc),
                 exc_info=True,
             )
         outcome = _Outcome.of_stored(message, started)
@@ -404,15 +421,16 @@ def deliver_fanout(
     """Run the callbacks of a fan-out message; a failure is logged and the worker carries on."""
     observed = signals.receivers_connected()
     started = time.perf_counter() if observed else 0.0
-    error: Exception | None = None
+    error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
             dispatcher.deliver(channel, payload)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: see StoredProcessor._process_one
         error = exc
         logger.exception(
-            "A listener of channel %s failed on a fan-out message (not retried)",
+            "A listener of channel %s %s on a fan-out message (not retried)",
             channel.name(),
+            _failure_words(exc),
             extra={"action": "failed", "channel": channel.name()},
         )
     if observed:
@@ -421,31 +439,34 @@ def deliver_fanout(
 
 
 def fanout_payload(channel: type[BaseChannel], text: str, *, using: str) -> dict[str, Any] | None:
-    """The payload a fan-out NOTIFY carries, or None when its stored copy is already pruned.
+    """The payload of a fan-out NOTIFY; None (logged) when there is none to deliver.
 
-    The NOTIFY holds ``{"p": payload}``, or ``{"r": id}`` naming a stored copy of an oversized
-    payload; one sent by a django-pgpubsub 1.3 trigger holds the payload itself.
-
-    Raises:
-        ValueError, TypeError: the text is not such a message.
+    Anyone who can connect may NOTIFY our channels: junk is logged and dropped.
     """
-    envelope = parse_json(channel, text)
-    if not isinstance(envelope, dict):
-        raise TypeError(f"expected a JSON object, got {envelope!r}")
-    if "p" in envelope:
-        return dict(envelope["p"])
-    if "r" in envelope:
-        stored = queue.load_broadcast(int(envelope["r"]), using=using)
+    try:
+        decoded = envelope.decode(text, lambda raw: parse_json(channel, raw))
+        if isinstance(decoded, envelope.Inline):
+            return decoded.payload
+        stored = queue.load_broadcast(decoded.id, using=using)
         if stored is None:
             logger.warning(
                 "Oversized message %s of channel %s was pruned before it was read "
                 "(PGPUBSUB_BROADCAST_RETENTION)",
-                envelope["r"],
+                decoded.id,
                 channel.name(),
+                extra={"action": "dropped", "channel": channel.name()},
             )
             return None
-        return dict(parse_json(channel, stored))
-    return envelope
+        return decode_payload(channel, stored)
+    except envelope.UnreadableEnvelope as exc:
+        logger.warning(
+            "Dropped a NOTIFY on channel %s that pgpubsub did not write: %s; it was %s",
+            channel.name(),
+            exc,
+            envelope.excerpt(text),
+            extra={"action": "dropped", "channel": channel.name()},
+        )
+        return None
 
 
 def process_stored_notifications(

@@ -322,17 +322,9 @@ class Worker:
     def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> None:
         if self.stopping:
             return
-        try:
-            payload = fanout_payload(channel, text, using=self.options.using)
-        except (ValueError, TypeError):
-            logger.exception(
-                "Unreadable message on channel %s",
-                channel.name(),
-                extra={"channel": channel.name()},
-            )
-            self._stats.failed += 1
-            return
+        payload = fanout_payload(channel, text, using=self.options.using)
         if payload is None:
+            self._stats.failed += 1
             return
         if deliver_fanout(self._dispatcher, channel, payload, self.options.using):
             self._stats.processed += 1

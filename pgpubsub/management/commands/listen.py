@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub.conf import get_settings
-from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.exceptions import ChannelNotFound, SettingsError
 from pgpubsub.options import LogOptions, WorkerOptions
 from pgpubsub.registry import registry
 from pgpubsub.supervisor import Supervisor, configure_logging
@@ -131,6 +131,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            settings = get_settings()
+        except SettingsError as exc:  # reached with --skip-checks only
+            raise CommandError(str(exc)) from None
         if options["worker"] and (options["processes"] or 1) > 1:
             raise CommandError("--worker runs exactly one worker: remove --processes.")
         _check_metrics_port(options["metrics_port"], options["processes"] or 1)
@@ -168,7 +172,7 @@ class Command(BaseCommand):
                 "--exclude-channels, or run them in a listen without --poll-only."
             )
         if options["worker"]:
-            code = Worker(worker_options).run()
+            code = Worker(worker_options, settings).run()
         else:
             code = Supervisor(
                 worker_options,
@@ -176,7 +180,7 @@ class Command(BaseCommand):
                 start_method=options["worker_start_method"],
                 restart_on_failure=not options["no_restart_on_failure"],
                 log=log,
-                shutdown_timeout=get_settings().shutdown_timeout,
+                settings=settings,
             ).run()
         if code:
             raise SystemExit(code)
