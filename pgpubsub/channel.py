@@ -266,6 +266,16 @@ def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
     return channel_cls
 
 
+def __getattr__(name: str) -> Any:
+    # django-pgpubsub 1.3 defined it here; it now lives in pgpubsub.notify, which imports
+    # this module, so it is imported on use.
+    if name == "set_notification_context":
+        from pgpubsub.notify import set_notification_context
+
+        return set_notification_context
+    raise AttributeError(f"module 'pgpubsub.channel' has no attribute {name!r}")
+
+
 __all__ = [
     "BaseChannel",
     "Channel",
