@@ -9,8 +9,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from pgpubsub import DISTRIBUTION
 from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelNotFound, ListenOptionsError, SettingsError
+from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.options import LogOptions, WorkerOptions, select_channels
 from pgpubsub.registry import registry
 from pgpubsub.supervisor import Supervisor, configure_logging
@@ -40,6 +42,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.formatter_class = HelpFormatter
         parser.add_argument(
             "--channels",
             nargs="+",
@@ -116,7 +119,7 @@ class Command(BaseCommand):
             metavar="PORT",
             help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics from each worker "
             "process; with --processes N, worker i uses PORT + i. Needs prometheus-client "
-            "(pip install 'pgpubsub[prometheus]').",
+            f"(pip install '{DISTRIBUTION}[prometheus]').",
         )
         parser.add_argument(
             "--metrics-address",
@@ -183,7 +186,7 @@ def _check_metrics_port(port: int | None, processes: int) -> None:
     if importlib.util.find_spec("prometheus_client") is None:
         raise CommandError(
             "--metrics-port needs prometheus-client, which is not installed: "
-            "pip install 'pgpubsub[prometheus]' (or pip install prometheus-client)."
+            f"pip install '{DISTRIBUTION}[prometheus]' (or pip install prometheus-client)."
         )
     if port + processes - 1 > 65535:
         raise CommandError(
