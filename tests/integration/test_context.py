@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.test import override_settings
 
 import pgpubsub
-from pgpubsub import NotificationContextError
+from pgpubsub import NotificationContextError, PayloadError
 from pgpubsub.models import Notification
 from testapp.channels import AuthorTriggerChannel, PostReads
 from testapp.models import Author, Post
@@ -146,3 +146,25 @@ def test_listener_filter_restricts_which_stored_notifications_are_processed() ->
     assert handled == 1
     assert list(Post.objects.values_list("title", flat=True)) == ["Welcome, of tenant a!"]
     assert stored_contexts() == [{"tenant": "b"}]
+
+
+@pytest.mark.parametrize(
+    ("context", "named"),
+    [
+        ({"user": "nul\x00inside"}, r"\['user'\] contains a NUL character"),
+        ({"score": float("nan")}, r"\['score'\] is nan"),
+        ({"limit": float("inf")}, r"\['limit'\] is inf"),
+        ({"tags": ["ok", "half a pair \ud800"]}, r"\['tags'\]\[1\] contains an unpaired"),
+        ({"by\x00key": 1}, r"the key 'by\\x00key' contains a NUL"),
+    ],
+)
+def test_context_value_jsonb_refuses_is_a_payload_error_and_later_writes_still_succeed(
+    context: dict[str, Any], named: str
+) -> None:
+    pgpubsub.set_notification_context({"user": 7})
+
+    with pytest.raises(PayloadError, match=rf"Notification context {named}"):
+        pgpubsub.set_notification_context(context)
+    AuthorFactory.create()
+
+    assert stored_contexts() == [{"user": 7}]
