@@ -10,7 +10,7 @@ from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from pgpubsub import codec
+from pgpubsub import codec, functions
 from pgpubsub.channel import BaseChannel, Channel, locate_channel
 from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import NotificationContextError, PayloadError
@@ -49,7 +49,7 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: 
     payload = codec.dumps(channel_cls.build_payload(kwargs))
     with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(
-            "SELECT pgpubsub_send_v1(%s, %s, %s, %s::jsonb[])",
+            f"SELECT {functions.qualified(functions.SEND)}(%s, %s, %s, %s::jsonb[])",
             [
                 channel_cls.listen_safe_name(),
                 channel_cls.lock_notifications,

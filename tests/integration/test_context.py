@@ -70,7 +70,7 @@ def test_transaction_bound_context_applies_only_inside_its_transaction() -> None
         AuthorFactory.create()
     AuthorFactory.create()
 
-    assert stored_contexts() == [{"user": 7}, None, None]
+    assert stored_contexts() == [{"user": 7}, {}, {}]
 
 
 @override_settings(PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT=True)
@@ -87,7 +87,7 @@ def test_transaction_bound_context_is_dropped_when_its_transaction_rolls_back() 
     with transaction.atomic():
         AuthorFactory.create()
 
-    assert stored_contexts() == [None]
+    assert stored_contexts() == [{}]
 
 
 def test_listeners_receive_the_context_when_asked_to(isolated_registry: None) -> None:
