@@ -36,7 +36,8 @@ _SIGNATURES_V2 = {
     "pgpubsub_publish_v2": "text, text, boolean, text, text, jsonb[], jsonb[]",
 }
 
-# __FUNCTIONS__ and __TABLES__ become quoted schema names. Built-in functions and operators
+# __FUNCTIONS__ and __TABLES__ become quoted schema names, __MIGRATIONS_TABLE__ the name of
+# django_migrations as an SQL string literal. Built-in functions and operators
 # resolve in pg_catalog through the pinned search_path.
 _DEFINITIONS_V2 = {
     "pgpubsub_send_v2": """
@@ -51,14 +52,21 @@ DECLARE
     v_payload jsonb;
     v_message text;
     v_ref bigint;
+    v_version integer;
 BEGIN
     IF p_payloads IS NULL OR cardinality(p_payloads) = 0 THEN
         RETURN;
     END IF;
     IF p_lockable THEN
-        INSERT INTO __TABLES__.pgpubsub_notification (channel, payload, created_at, db_version)
-        SELECT p_channel, payload, now(),
-               (SELECT max(m.id) FROM __TABLES__.django_migrations AS m WHERE m.app = p_app)
+        -- A database made without migrations (pytest-django's --nomigrations) has no
+        -- django_migrations, nor the column defaults of migration 0007: every value is given.
+        IF to_regclass(__MIGRATIONS_TABLE__) IS NOT NULL THEN
+            SELECT max(m.id) INTO v_version
+            FROM __TABLES__.django_migrations AS m WHERE m.app = p_app;
+        END IF;
+        INSERT INTO __TABLES__.pgpubsub_notification
+            (channel, payload, created_at, db_version, attempts, available_at, last_error)
+        SELECT p_channel, payload, now(), v_version, 0, now(), ''
         FROM unnest(p_payloads) AS payload;
         PERFORM pg_notify(p_channel, '');
         RETURN;
@@ -91,6 +99,7 @@ DECLARE
     v_context jsonb := '{}';
     v_base jsonb;
     v_payloads jsonb[];
+    v_version integer;
 BEGIN
     IF v_setting IS NOT NULL AND v_setting <> '' THEN
         BEGIN
@@ -106,11 +115,15 @@ BEGIN
         'app', p_app, 'model', p_model, 'trigger', p_trigger, 'context', v_context
     );
     IF p_lockable THEN
-        INSERT INTO __TABLES__.pgpubsub_notification (channel, payload, created_at, db_version)
+        IF to_regclass(__MIGRATIONS_TABLE__) IS NOT NULL THEN
+            SELECT max(m.id) INTO v_version
+            FROM __TABLES__.django_migrations AS m WHERE m.app = p_app;
+        END IF;
+        INSERT INTO __TABLES__.pgpubsub_notification
+            (channel, payload, created_at, db_version, attempts, available_at, last_error)
         SELECT p_channel,
                v_base || jsonb_build_object('old', old_row, 'new', new_row),
-               now(),
-               (SELECT max(m.id) FROM __TABLES__.django_migrations AS m WHERE m.app = p_app)
+               now(), v_version, 0, now(), ''
         FROM unnest(p_old, p_new) AS rows (old_row, new_row);
         IF FOUND THEN
             PERFORM pg_notify(p_channel, '');
@@ -154,6 +167,8 @@ def install_functions(connection: Any, versions: tuple[int, ...] = tuple(_VERSIO
     created = []
     with connection.cursor() as cursor:
         functions, tables = _quoted_schemas(cursor)
+        cursor.execute("SELECT quote_literal(%s)", [f"{tables}.django_migrations"])
+        (migrations_table,) = cursor.fetchone()
         for version in versions:
             signatures, definitions = _VERSIONS[version]
             for name, definition in definitions.items():
@@ -163,7 +178,9 @@ def install_functions(connection: Any, versions: tuple[int, ...] = tuple(_VERSIO
                 )
                 if cursor.fetchone()[0]:
                     cursor.execute(
-                        definition.replace("__FUNCTIONS__", functions).replace("__TABLES__", tables)
+                        definition.replace("__MIGRATIONS_TABLE__", migrations_table)
+                        .replace("__FUNCTIONS__", functions)
+                        .replace("__TABLES__", tables)
                     )
                     created.append(name)
     return created

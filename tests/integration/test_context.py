@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.test import override_settings
 
@@ -168,3 +168,15 @@ def test_context_value_jsonb_refuses_is_a_payload_error_and_later_writes_still_s
     AuthorFactory.create()
 
     assert stored_contexts() == [{"user": 7}]
+
+
+def test_context_set_by_hand_that_jsonb_refuses_is_left_out_and_the_write_succeeds() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('pgpubsub.notification_context', %s, false)",
+            ['{"user": "nul\\u0000inside"'],
+        )
+
+    AuthorFactory.create()
+
+    assert stored_contexts() == [{}]
