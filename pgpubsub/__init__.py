@@ -27,6 +27,7 @@ from pgpubsub.exceptions import (
     NotificationContextError,
     PayloadError,
     PgPubSubError,
+    SettingsError,
     WorkerDied,
 )
 from pgpubsub.filters import ListenerFilterProvider
@@ -45,8 +46,11 @@ from pgpubsub.listeners import (
 from pgpubsub.notify import anotify, notify, set_notification_context
 from pgpubsub.signals import notification_failed, notification_processed
 
+#: The distribution to ``pip install``; the package it installs is imported as ``pgpubsub``.
+DISTRIBUTION = "django-pgpubsub-reliable"
+
 try:
-    __version__ = version("pgpubsub")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
@@ -61,6 +65,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DISTRIBUTION",
     "BaseChannel",
     "Channel",
     "ChannelDefinitionError",
@@ -70,6 +75,7 @@ __all__ = [
     "NotificationContextError",
     "PayloadError",
     "PgPubSubError",
+    "SettingsError",
     "TriggerChannel",
     "WorkerDied",
     "__version__",

@@ -6,6 +6,8 @@ wrong and what to do about it.
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class PgPubSubError(Exception):
     """Base class of every error pgpubsub raises."""
@@ -50,3 +52,7 @@ class WorkerDied(PgPubSubError):
     Sent as the ``error`` of ``notification_failed`` for the message that was running: it
     was charged one attempt, as if its callback had raised.
     """
+
+
+class SettingsError(PgPubSubError, ImproperlyConfigured):
+    """A ``PGPUBSUB_*`` setting has the wrong type or a value outside its range."""

@@ -1,10 +1,11 @@
 """Prometheus metrics of a worker process: ``listen --metrics-port``.
 
-Optional: needs prometheus-client (``pip install 'pgpubsub[prometheus]'``); nothing else in
-pgpubsub imports it. Counters and histograms are fed by pgpubsub's signals
-(:mod:`pgpubsub.signals`), in the worker process that handled the message; the backlog gauges
-are read from the database when the endpoint is scraped (one ``GROUP BY`` over the
-notification table, as ``manage.py pgpubsub status`` runs).
+Optional: needs prometheus-client
+(``pip install 'django-pgpubsub-reliable[prometheus]'``); nothing else in pgpubsub imports it.
+Counters and histograms are fed by pgpubsub's signals (:mod:`pgpubsub.signals`), in the worker
+process that handled the message; the backlog gauges are read from the database when the
+endpoint is scraped (one ``GROUP BY`` over the notification table, as ``manage.py pgpubsub
+status`` runs).
 
 Each worker process serves its own endpoint: with ``--processes N`` worker ``i`` listens on
 ``port + i``. Counters restart at zero with their worker, which Prometheus' ``rate()`` and
@@ -26,6 +27,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from pgpubsub import DISTRIBUTION
 from pgpubsub.channel import BaseChannel
 from pgpubsub.signals import notification_failed, notification_processed
 
@@ -35,7 +37,7 @@ try:
     from prometheus_client.core import GaugeMetricFamily, Metric
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImproperlyConfigured(
-        "pgpubsub's metrics need prometheus-client: pip install 'pgpubsub[prometheus]'"
+        f"pgpubsub's metrics need prometheus-client: pip install '{DISTRIBUTION}[prometheus]'"
     ) from exc
 
 logger = logging.getLogger(__name__)

@@ -107,6 +107,16 @@ class _Outcome:
         )
 
 
+def _failure_words(exc: BaseException) -> str:
+    """How a callback failed, in a log line's words."""
+    if isinstance(exc, Exception):
+        return "failed"
+    return (
+        f"failed: a callback raised {type(exc).__name__}, counted as its failure (the worker "
+        "carries on; stop workers with SIGTERM)"
+    )
+
+
 def _report(channel: type[BaseChannel], outcomes: Iterable[_Outcome]) -> None:
     """Send ``notification_processed`` or ``notification_failed`` for each outcome."""
     for outcome in outcomes:
@@ -176,8 +186,12 @@ class StoredProcessor:
             if result is not None:
                 return result
             self._isolated_until[channel] = time.monotonic() + _ISOLATION_PERIOD
-            logger.debug(
-                "A message of a batch of %s failed: redoing it message by message", channel.name()
+            logger.info(
+                "A message of a batch of channel %s failed: redoing the batch message by "
+                "message, and the channel's batches for %.0f s",
+                channel.name(),
+                _ISOLATION_PERIOD,
+                extra={"action": "isolating", "channel": channel.name()},
             )
         result = self._run_batch(channel, isolated=True)
         assert result is not None  # an isolated batch records failures instead of giving up
@@ -341,7 +355,7 @@ class StoredProcessor:
     def _deliver_stored(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         try:
             self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
-        except Exception:
+        except BaseException:  # see _process_one: redone in isolation, where it is recorded
             return False
         return True
 
@@ -353,13 +367,16 @@ class StoredProcessor:
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and the like too: raised by a callback, they are
+            # that message's failure, not a request to stop the worker (signals stop it), and
+            # letting them through would roll back and stall the whole batch, forever.
             return self._count_failed_attempt(
                 channel,
                 message,
                 _Outcome.of_stored(message, started, exc),
                 traceback.format_exc(),
-                "failed",
+                _failure_words(exc),
                 exc_info=True,
             )
         outcome = _Outcome.of_stored(message, started)
@@ -400,15 +417,16 @@ def deliver_fanout(
     """Run the callbacks of a fan-out message; a failure is logged and the worker carries on."""
     observed = signals.receivers_connected()
     started = time.perf_counter() if observed else 0.0
-    error: Exception | None = None
+    error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
             dispatcher.deliver(channel, payload)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: see StoredProcessor._process_one
         error = exc
         logger.exception(
-            "A listener of channel %s failed on a fan-out message (not retried)",
+            "A listener of channel %s %s on a fan-out message (not retried)",
             channel.name(),
+            _failure_words(exc),
             extra={"action": "failed", "channel": channel.name()},
         )
     if observed:

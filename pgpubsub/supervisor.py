@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 # Model-free imports only: a spawned child unpickles this module before django.setup().
+from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.options import LogOptions, WorkerOptions
 from pgpubsub.wakeup import Wakeup
 
@@ -86,13 +87,13 @@ class Supervisor:
         start_method: str = "spawn",
         restart_on_failure: bool = True,
         log: LogOptions | None = None,
-        shutdown_timeout: float = 30.0,
+        settings: PgPubSubSettings | None = None,
     ) -> None:
         self.options = options
         self.context: Any = multiprocessing.get_context(start_method)
         self.restart_on_failure = restart_on_failure
         self.log = log or LogOptions()
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = (settings or get_settings()).shutdown_timeout
         self.slots = [_Slot(number) for number in range(processes)]
         self.stopping = False
         self._codes_after_stop: list[int] = []

@@ -27,7 +27,7 @@ from django.db import (
     connections,
 )
 
-from pgpubsub import inflight, queue
+from pgpubsub import envelope, inflight, queue
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.connection import (
@@ -43,6 +43,7 @@ from pgpubsub.processing import (
     BatchResult,
     Dispatcher,
     StoredProcessor,
+    decode_payload,
     deliver_fanout,
     parse_json,
 )
@@ -322,41 +323,44 @@ class Worker:
     def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> None:
         if self.stopping:
             return
-        try:
-            envelope = parse_json(channel, text)
-            payload = self._unwrap(channel, envelope)
-        except (ValueError, TypeError):
-            logger.exception(
-                "Unreadable message on channel %s",
-                channel.name(),
-                extra={"channel": channel.name()},
-            )
-            self._stats.failed += 1
-            return
+        payload = self._unwrap(channel, text)
         if payload is None:
+            self._stats.failed += 1
             return
         if deliver_fanout(self._dispatcher, channel, payload, self.options.using):
             self._stats.processed += 1
         else:
             self._stats.failed += 1
 
-    def _unwrap(self, channel: type[BaseChannel], envelope: Any) -> dict[str, Any] | None:
-        if not isinstance(envelope, dict):
-            raise TypeError(f"expected a JSON object, got {envelope!r}")
-        if "p" in envelope:
-            return dict(envelope["p"])
-        if "r" in envelope:
-            text = queue.load_broadcast(int(envelope["r"]), using=self.options.using)
-            if text is None:
+    def _unwrap(self, channel: type[BaseChannel], text: str) -> dict[str, Any] | None:
+        """The payload of a fan-out NOTIFY; None (logged) when there is none to deliver.
+
+        Anyone who can connect may NOTIFY our channels: junk is logged and dropped.
+        """
+        try:
+            decoded = envelope.decode(text, lambda raw: parse_json(channel, raw))
+            if isinstance(decoded, envelope.Inline):
+                return decoded.payload
+            stored = queue.load_broadcast(decoded.id, using=self.options.using)
+            if stored is None:
                 logger.warning(
                     "Oversized message %s of channel %s was pruned before it was read "
                     "(PGPUBSUB_BROADCAST_RETENTION)",
-                    envelope["r"],
+                    decoded.id,
                     channel.name(),
+                    extra={"action": "dropped", "channel": channel.name()},
                 )
                 return None
-            return dict(parse_json(channel, text))
-        return envelope  # sent by a django-pgpubsub 1.3 trigger: the payload itself
+            return decode_payload(channel, stored)
+        except envelope.UnreadableEnvelope as exc:
+            logger.warning(
+                "Dropped a NOTIFY on channel %s that pgpubsub did not write: %s; it was %s",
+                channel.name(),
+                exc,
+                envelope.excerpt(text),
+                extra={"action": "dropped", "channel": channel.name()},
+            )
+            return None
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)

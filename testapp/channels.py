@@ -72,6 +72,8 @@ class Task(Channel):
     fail: bool = False
     sleep: float = 0.0
     crash: bool = False
+    #: "SystemExit", "KeyboardInterrupt" or "BaseException": raise it (a callback's bug).
+    raise_base: str = ""
     lock_notifications = True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -94,11 +95,17 @@ def record_announcement(**fields: Any) -> None:
 
 
 @pgpubsub.listener(Task)
-def run_task(key: str, fail: bool, sleep: float, crash: bool) -> None:
+def run_task(key: str, fail: bool, sleep: float, crash: bool, raise_base: str) -> None:
     if sleep:
         time.sleep(sleep)
     if fail:
         raise ValueError(f"task {key} was asked to fail")
+    if raise_base == "SystemExit":
+        sys.exit(3)
+    if raise_base == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if raise_base:
+        raise BaseException(f"task {key} raised a bare BaseException")
     if crash:  # what the out-of-memory killer, or a crash in native code, does to a worker
         os.kill(os.getpid(), signal.SIGKILL)
     ListenerEvent.objects.create(listener="task", object_key=key, pid=os.getpid())

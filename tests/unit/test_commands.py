@@ -59,7 +59,9 @@ def test_listen_metrics_port_without_prometheus_client_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
 
-    with pytest.raises(CommandError, match=r"needs prometheus-client.*pgpubsub\[prometheus\]"):
+    with pytest.raises(
+        CommandError, match=r"needs prometheus-client.*django-pgpubsub-reliable\[prometheus\]"
+    ):
         call_command("listen", "--worker", "--metrics-port", "9100")
 
 

@@ -9,8 +9,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from pgpubsub import DISTRIBUTION
 from pgpubsub.conf import get_settings
-from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.exceptions import ChannelNotFound, SettingsError
+from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.options import LogOptions, WorkerOptions
 from pgpubsub.registry import registry
 from pgpubsub.supervisor import Supervisor, configure_logging
@@ -40,6 +42,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.formatter_class = HelpFormatter
         parser.add_argument(
             "--channels",
             nargs="+",
@@ -116,7 +119,7 @@ class Command(BaseCommand):
             metavar="PORT",
             help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics from each worker "
             "process; with --processes N, worker i uses PORT + i. Needs prometheus-client "
-            "(pip install 'pgpubsub[prometheus]').",
+            f"(pip install '{DISTRIBUTION}[prometheus]').",
         )
         parser.add_argument(
             "--metrics-address",
@@ -126,6 +129,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            settings = get_settings()
+        except SettingsError as exc:  # reached with --skip-checks only
+            raise CommandError(str(exc)) from None
         if options["worker"] and (options["processes"] or 1) > 1:
             raise CommandError("--worker runs exactly one worker: remove --processes.")
         _check_metrics_port(options["metrics_port"], options["processes"] or 1)
@@ -163,7 +170,7 @@ class Command(BaseCommand):
                 "--exclude-channels, or run them in a listen without --poll-only."
             )
         if options["worker"]:
-            code = Worker(worker_options).run()
+            code = Worker(worker_options, settings).run()
         else:
             code = Supervisor(
                 worker_options,
@@ -171,7 +178,7 @@ class Command(BaseCommand):
                 start_method=options["worker_start_method"],
                 restart_on_failure=not options["no_restart_on_failure"],
                 log=log,
-                shutdown_timeout=get_settings().shutdown_timeout,
+                settings=settings,
             ).run()
         if code:
             raise SystemExit(code)
@@ -183,7 +190,7 @@ def _check_metrics_port(port: int | None, processes: int) -> None:
     if importlib.util.find_spec("prometheus_client") is None:
         raise CommandError(
             "--metrics-port needs prometheus-client, which is not installed: "
-            "pip install 'pgpubsub[prometheus]' (or pip install prometheus-client)."
+            f"pip install '{DISTRIBUTION}[prometheus]' (or pip install prometheus-client)."
         )
     if port + processes - 1 > 65535:
         raise CommandError(

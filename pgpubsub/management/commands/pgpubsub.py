@@ -13,6 +13,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub.channel import locate_channel
 from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.models import Notification
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
@@ -50,6 +51,7 @@ class Command(BaseCommand):
     help = "Inspect and retry pgpubsub's stored notifications."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.formatter_class = HelpFormatter
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
         subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
         failed = subcommands.add_parser(
