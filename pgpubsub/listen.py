@@ -18,17 +18,12 @@ from pgpubsub.channel import BaseChannel, validate_pg_identifier
 from pgpubsub.conf import get_settings
 from pgpubsub.connection import driver_module
 from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.fanout import FanoutProcessor
 from pgpubsub.filters import ListenerFilterProvider
 from pgpubsub.options import WorkerOptions
-from pgpubsub.processing import (
-    Dispatcher,
-    StoredProcessor,
-    deliver_fanout,
-    fanout_payload,
-    process_stored_notifications,
-)
 from pgpubsub.registry import registry
-from pgpubsub.worker import Worker
+from pgpubsub.stored import StoredProcessor, process_stored_notifications
+from pgpubsub.worker import create_worker
 
 
 def _paths(channels: Iterable[type[BaseChannel] | str] | None) -> tuple[str, ...]:
@@ -50,11 +45,14 @@ def listen(
     compatibility and have no effect here: the worker survives failing callbacks and lost
     connections by itself, and ``manage.py listen`` supervises worker processes.
 
+    The options are checked as ``manage.py listen`` checks them.
+
     Test suites written for 1.3 set ``pgpubsub.listen.POLL`` to False (deprecated): the call
     then processes the stored notifications if ``recover`` is set, and returns 0.
 
     Raises:
         ChannelNotFound: a channel path names no channel, or one without listeners.
+        ListenOptionsError: no channel is left to listen to.
     """
     options = WorkerOptions(
         channels=_paths(channels),
@@ -67,7 +65,7 @@ def listen(
         if recover and selected:
             process_stored_notifications(selected, using=using)
         return 0
-    return Worker(options).run()
+    return create_worker(options).run()
 
 
 def _deprecated(old: str, replacement: str) -> None:
@@ -175,8 +173,8 @@ def process_notifications(pg_connection: LegacyListenConnection) -> None:
     )
     using = pg_connection.using
     settings = get_settings()
-    processor = StoredProcessor(using=using, settings=settings)
-    dispatcher = Dispatcher(registry, settings)
+    stored = StoredProcessor(using=using, settings=settings)
+    fanout = FanoutProcessor(registry, settings, using)
     while received := pg_connection.take():
         woken: dict[type[BaseChannel], None] = {}
         for notification in received:
@@ -185,12 +183,10 @@ def process_notifications(pg_connection: LegacyListenConnection) -> None:
                 continue
             if channel.lock_notifications:
                 woken[channel] = None
-                continue
-            payload = fanout_payload(channel, notification.payload, using=using)
-            if payload is not None:
-                deliver_fanout(dispatcher, channel, payload, using)
+            else:
+                fanout.deliver(channel, notification.payload)
         for channel in woken:
-            processor.drain(channel)
+            stored.drain(channel)
 
 
 def __getattr__(name: str) -> Any:
