@@ -117,7 +117,7 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
 def __getattr__(name: str) -> Any:
     # django-pgpubsub 1.3 exported it from here; imported on use, as it needs the models.
     if name == "process_stored_notifications":
-        from pgpubsub.processing import process_stored_notifications
+        from pgpubsub.stored import process_stored_notifications
 
         return process_stored_notifications
     raise AttributeError(f"module 'pgpubsub.notify' has no attribute {name!r}")
