@@ -12,6 +12,7 @@ from django.db import DEFAULT_DB_ALIAS
 from pgpubsub import DISTRIBUTION
 from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelNotFound, SettingsError
+from pgpubsub.installation import DatabaseNotReady, require_ready
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.options import LogOptions, WorkerOptions
 from pgpubsub.registry import registry
@@ -108,6 +109,13 @@ class Command(BaseCommand):
             "channels with lock_notifications = True can be served this way.",
         )
         parser.add_argument(
+            "--allow-missing-triggers",
+            action="store_true",
+            help="Start even if a trigger that a selected channel's listeners need is not "
+            "installed in the database (each one is logged as an error). Without it, listen "
+            "refuses to start and names the command that installs the trigger.",
+        )
+        parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
             help="Database alias to listen on (default: 'default').",
@@ -169,6 +177,15 @@ class Command(BaseCommand):
                 f"messages exist only as NOTIFY): {', '.join(fanout)}. Exclude them with "
                 "--exclude-channels, or run them in a listen without --poll-only."
             )
+        try:
+            require_ready(
+                selected,
+                registry,
+                worker_options.using,
+                allow_missing_triggers=options["allow_missing_triggers"],
+            )
+        except DatabaseNotReady as exc:
+            raise CommandError(str(exc)) from None
         if options["worker"]:
             code = Worker(worker_options, settings).run()
         else:

@@ -13,6 +13,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub.channel import locate_channel
 from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.installation import DatabaseNotReady, require_migrated
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.models import Notification
 from pgpubsub.queue import retry_failed
@@ -84,6 +85,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
+        try:
+            require_migrated(using)
+        except DatabaseNotReady as exc:
+            raise CommandError(str(exc)) from None
         if options["subcommand"] == "failed":
             self._failed(using, _pg_channel_names(options["channel"]), options["limit"])
         elif options["subcommand"] == "retry":
