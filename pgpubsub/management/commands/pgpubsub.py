@@ -85,14 +85,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
+        channels = _pg_channel_names(options.get("channel") or [])
         try:
             require_migrated(using)
         except DatabaseNotReady as exc:
             raise CommandError(str(exc)) from None
         if options["subcommand"] == "failed":
-            self._failed(using, _pg_channel_names(options["channel"]), options["limit"])
+            self._failed(using, channels, options["limit"])
         elif options["subcommand"] == "retry":
-            self._retry(using, _pg_channel_names(options["channel"]), options["ids"])
+            self._retry(using, channels, options["ids"])
         else:
             self._status(using, options)
 
