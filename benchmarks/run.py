@@ -166,6 +166,19 @@ def run_scenarios(
     return figures, checks, errors, results
 
 
+def print_profiles(context: Context, results: dict[str, Result]) -> None:
+    """The cProfile and py-spy summaries of each scenario's workers, when asked for."""
+    for name, result in results.items():
+        if context.cprofile_dir is not None and (context.cprofile_dir / name).is_dir():
+            print(f"\ncProfile of the {name} workers:")
+            print(cprofile_summary(context.cprofile_dir / name, result.messages))
+        if context.py_spy_dir is not None:
+            summary = py_spy_summary(context.py_spy_dir, name)
+            if summary:
+                print(f"\npy-spy of the {name} workers (first run):")
+                print(summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes: Sizes = SMOKE if args.smoke else FULL
@@ -211,15 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_dir is None:
             shutil.rmtree(log_dir, ignore_errors=True)
 
-    for name, result in results.items():
-        if context.cprofile_dir is not None and (context.cprofile_dir / name).is_dir():
-            print(f"\ncProfile of the {name} workers:")
-            print(cprofile_summary(context.cprofile_dir / name, result.messages))
-        if context.py_spy_dir is not None:
-            summary = py_spy_summary(context.py_spy_dir, name)
-            if summary:
-                print(f"\npy-spy of the {name} workers (first run):")
-                print(summary)
+    print_profiles(context, results)
 
     with_targets = not args.smoke
     print()

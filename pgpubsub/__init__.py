@@ -58,7 +58,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 def __getattr__(name: str) -> Any:
     # Imported on first use: these need the app registry (models) to be ready.
     if name == "process_stored_notifications":
-        from pgpubsub.processing import process_stored_notifications
+        from pgpubsub.stored import process_stored_notifications
 
         return process_stored_notifications
     raise AttributeError(f"module 'pgpubsub' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import pre_migrate
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -10,7 +11,14 @@ class PgPubSubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from pgpubsub import checks  # noqa: F401  (registers the system checks)
+        from pgpubsub import (
+            checks,  # noqa: F401  (registers the system checks)
+            installation,
+        )
+
+        # Triggers call pgpubsub's SQL functions: have them before any migration runs.
+        pre_migrate.connect(installation.install_functions_before_migrating, sender=self)
+        installation.make_trigger_migrations_depend_on_pgpubsub()
 
         # Listener decorators register their triggers and callbacks when imported.
         autodiscover_modules("listeners")

@@ -19,8 +19,8 @@ from django.db import connections, router
 from django.utils.module_loading import import_string
 
 from pgpubsub.conf import setting_problems, unknown_settings
-from pgpubsub.installation import trigger_problems, unapplied_migrations
 from pgpubsub.models import Notification
+from pgpubsub.preflight import trigger_problems, unapplied_migrations
 from pgpubsub.registry import registry
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import re
 import types
 import typing
 import uuid
@@ -110,15 +112,25 @@ def _encode_int(value: Any) -> int:
     return value
 
 
+def _refusing_null(decode: Converter) -> Converter:
+    # str(None) would be "None" and bool(None) False: a null is only valid for Optional[...].
+    def decode_value(value: Any) -> Any:
+        if value is None:
+            raise TypeError("null is only valid for an Optional[...] field")
+        return decode(value)
+
+    return decode_value
+
+
 _SCALARS: dict[Any, FieldCodec] = {
-    int: FieldCodec(_encode_int, int, "int"),
-    float: FieldCodec(_encode_float, float, "float"),
-    str: FieldCodec(_expect((str,), "str"), str, "str"),
-    bool: FieldCodec(_expect((bool,), "bool"), bool, "bool"),
-    Decimal: FieldCodec(_encode_decimal, _decode_decimal, "Decimal"),
-    uuid.UUID: FieldCodec(_encode_uuid, _decode_uuid, "UUID"),
-    datetime.datetime: FieldCodec(_encode_datetime, _decode_datetime, "datetime"),
-    datetime.date: FieldCodec(_encode_date, _decode_date, "date"),
+    int: FieldCodec(_encode_int, _refusing_null(int), "int"),
+    float: FieldCodec(_encode_float, _refusing_null(float), "float"),
+    str: FieldCodec(_expect((str,), "str"), _refusing_null(str), "str"),
+    bool: FieldCodec(_expect((bool,), "bool"), _refusing_null(bool), "bool"),
+    Decimal: FieldCodec(_encode_decimal, _refusing_null(_decode_decimal), "Decimal"),
+    uuid.UUID: FieldCodec(_encode_uuid, _refusing_null(_decode_uuid), "UUID"),
+    datetime.datetime: FieldCodec(_encode_datetime, _refusing_null(_decode_datetime), "datetime"),
+    datetime.date: FieldCodec(_encode_date, _refusing_null(_decode_date), "date"),
 }
 
 # JSON object keys are strings: these turn a key into text and back.
@@ -240,6 +252,12 @@ def encode_fields(
                 f"Field {name!r} of channel {channel_name} is declared as "
                 f"{codecs[name].description} but got {value!r}: {exc}"
             ) from None
+        problem = jsonb_problem(encoded[name])
+        if problem is not None:
+            raise PayloadError(
+                f"Field {name!r} of channel {channel_name} holds a value PostgreSQL's jsonb "
+                f"cannot store: {problem}. Remove that value or encode it differently."
+            )
     return encoded
 
 
@@ -265,6 +283,47 @@ def decode_fields(
 def dumps(data: Any) -> str:
     """Serialize JSON-ready data compactly."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+# What PostgreSQL's jsonb refuses in text: NUL, and UTF-16 surrogates (not characters).
+_JSONB_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text_problem(text: str) -> str | None:
+    found = _JSONB_UNSAFE_TEXT.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "contains a NUL character (\\x00)"
+    return f"contains an unpaired surrogate ({found.group()!r})"
+
+
+def jsonb_problem(value: Any) -> str | None:
+    """Say what PostgreSQL's ``jsonb`` would refuse in JSON-ready ``value``, and where.
+
+    jsonb stores no NaN or infinity, and its text holds neither NUL characters nor unpaired
+    surrogates, though Python's ``json`` writes all of them. Returns ``None`` when ``value`` can
+    be stored, else a description such as ``"['tags'][2] contains a NUL character (\\x00)"``.
+    """
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        item, where = pending.pop()
+        problem = None
+        if isinstance(item, str):
+            problem = _text_problem(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            problem = f"is {item!r}"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                key_problem = _text_problem(key) if isinstance(key, str) else None
+                if key_problem is not None:
+                    return f"the key {key!r}{' in ' + where if where else ''} {key_problem}"
+                pending.append((child, f"{where}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+        if problem is not None:
+            return f"{where or 'the value'} {problem}"
+    return None
 
 
 _EXACT_DECODER = json.JSONDecoder(parse_float=Decimal)
@@ -307,8 +366,11 @@ class ModelRowDecoder:
     """Turns a row as PostgreSQL's ``to_jsonb`` writes it into an unsaved model instance.
 
     Columns are matched to fields by their database column name; a column the model no
-    longer has is ignored and a field the row lacks gets its default, so stored messages
-    survive migrations.
+    longer has is ignored and a field of the model's own table that the row lacks gets its
+    default, so stored messages survive migrations. An inherited field (multi-table
+    inheritance) that the row lacks is deferred: Django loads it on access. Triggers
+    generated by pgpubsub 2.0 before version 2 of its SQL functions sent only the child's
+    own table.
     """
 
     def __init__(self, model: type[models.Model]) -> None:
@@ -327,6 +389,10 @@ class ModelRowDecoder:
         self._ancestor_positions = [attnames.index(attname) for attname in ancestor_pks]
         pk = model._meta.pk
         self._pk_position = attnames.index(pk.attname) if pk is not None else None
+        own = set(model._meta.local_concrete_fields)
+        self._inherited_positions = {
+            position for position, field in enumerate(fields) if field not in own
+        }
 
     def decode(self, row: dict[str, Any] | None) -> models.Model | None:
         if row is None:
@@ -350,7 +416,11 @@ class ModelRowDecoder:
                     values[position] = values[self._pk_position]
         for position, value in enumerate(values):
             if value is _MISSING:
-                values[position] = self._fields[position].get_default()
+                values[position] = (
+                    models.DEFERRED
+                    if position in self._inherited_positions
+                    else self._fields[position].get_default()
+                )
         return self.model(*values)
 
 

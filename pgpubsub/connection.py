@@ -1,18 +1,26 @@
 """The LISTEN connection: a dedicated autocommit connection behind one small interface.
 
 The driver is the one Django uses for the database (psycopg2 or psycopg 3). Waiting blocks
-on the socket, so an idle worker uses no CPU and sends no queries.
+on the socket, so an idle worker uses no CPU and sends no queries. A :class:`ListenSession`
+keeps such a connection open: it reconnects with backoff, and gives up after
+``PGPUBSUB_RECONNECT_TIMEOUT`` seconds without the database.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import select
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
+
+from pgpubsub.clock import SYSTEM_CLOCK, Clock
+from pgpubsub.exceptions import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
 
 WORKER_APPLICATION_NAME = "pgpubsub worker"
 
@@ -26,6 +34,8 @@ class Message:
 
 
 class ListenConnection(Protocol):
+    """What a worker needs of its own connection (the two drivers, and fakes in tests)."""
+
     def listen(self, channels: Iterable[str]) -> None: ...
 
     def wait(self, timeout: float, wake_fds: Sequence[int] = ()) -> list[Message]: ...
@@ -182,3 +192,120 @@ def open_listen_connection(using: str) -> ListenConnection:
     if driver.__name__ == "psycopg":
         return _Psycopg3Listener(raw)
     return _Psycopg2Listener(raw)
+
+
+#: Opens a new connection for a worker (``open_listen_connection``, or ``PollingOnly`` over it).
+ConnectionFactory = Callable[[], ListenConnection]
+
+
+def connection_errors(using: str) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the connection to database ``using`` is gone"."""
+    driver = driver_module(using)
+    return (OperationalError, InterfaceError, driver.OperationalError, driver.InterfaceError)
+
+
+class ListenSession:
+    """A connection LISTENing on ``channels``, reopened with backoff whenever it is lost.
+
+    :meth:`run` hands each new connection to a ``serve`` function; when that raises one of
+    ``errors`` (the connection, or Django's, was lost), the session closes the connection,
+    waits (0.5 s, doubling up to 10 s; a wake-up on ``wake_fds`` cuts the wait short) and
+    opens another. After ``reconnect_timeout`` seconds without a working connection it
+    raises :class:`~pgpubsub.exceptions.DatabaseUnavailable`.
+
+    Example::
+
+        session = ListenSession(lambda: open_listen_connection("default"), ["orders"],
+                                reconnect_timeout=600, errors=connection_errors("default"))
+        session.run(lambda connection: print(connection.wait(5.0)))
+    """
+
+    BACKOFF_START = 0.5
+    BACKOFF_MAX = 10.0
+
+    def __init__(
+        self,
+        connect: ConnectionFactory,
+        channels: Sequence[str],
+        *,
+        reconnect_timeout: float,
+        errors: tuple[type[BaseException], ...],
+        clock: Clock = SYSTEM_CLOCK,
+        should_stop: Callable[[], bool] = lambda: False,
+        wake_fds: Sequence[int] = (),
+        on_disconnect: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._connect = connect
+        self._channels = list(channels)
+        self._reconnect_timeout = reconnect_timeout
+        self._errors = errors
+        self._clock = clock
+        self._should_stop = should_stop
+        self._wake_fds = wake_fds
+        self._on_disconnect = on_disconnect
+        self._connection: ListenConnection | None = None
+        self._outage_started: float | None = None
+        self._backoff = self.BACKOFF_START
+
+    def run(self, serve: Callable[[ListenConnection], None]) -> None:
+        """Serve connections until ``should_stop`` is true when ``serve`` returns or fails.
+
+        Raises:
+            DatabaseUnavailable: no connection worked for ``reconnect_timeout`` seconds.
+        """
+        try:
+            while not self._should_stop():
+                try:
+                    connection = self._open()
+                    serve(connection)
+                except self._errors as exc:
+                    self._close()
+                    if self._should_stop():
+                        break
+                    self._wait_after(exc)
+        finally:
+            self._close()
+
+    def _open(self) -> ListenConnection:
+        self._connection = self._connect()
+        self._connection.listen(self._channels)
+        if self._outage_started is not None:
+            logger.info(
+                "Reconnected after %.1f s without the database",
+                self._clock.monotonic() - self._outage_started,
+                extra={"action": "reconnected"},
+            )
+        self._outage_started, self._backoff = None, self.BACKOFF_START
+        return self._connection
+
+    def _wait_after(self, exc: BaseException) -> None:
+        now = self._clock.monotonic()
+        if self._outage_started is None:
+            self._outage_started = now
+        if now - self._outage_started > self._reconnect_timeout:
+            logger.error(
+                "No database for %.0f s (PGPUBSUB_RECONNECT_TIMEOUT): giving up",
+                now - self._outage_started,
+                extra={"action": "gave_up"},
+            )
+            raise DatabaseUnavailable(
+                f"No database for {now - self._outage_started:.0f} s, longer than "
+                f"PGPUBSUB_RECONNECT_TIMEOUT ({self._reconnect_timeout:g} s); last error: {exc}"
+            )
+        logger.warning(
+            "Lost the database connection (%s); reconnecting in %.1f s",
+            str(exc).strip() or type(exc).__name__,
+            self._backoff,
+            extra={"action": "reconnecting"},
+        )
+        self._clock.wait(self._backoff, self._wake_fds)
+        self._backoff = min(self._backoff * 2, self.BACKOFF_MAX)
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                logger.debug("Closing the LISTEN connection failed", exc_info=True)
+        self._on_disconnect()

@@ -56,3 +56,11 @@ class WorkerDied(PgPubSubError):
 
 class SettingsError(PgPubSubError, ImproperlyConfigured):
     """A ``PGPUBSUB_*`` setting has the wrong type or a value outside its range."""
+
+
+class DatabaseUnavailable(PgPubSubError):
+    """A worker could not reach its database for ``PGPUBSUB_RECONNECT_TIMEOUT`` seconds."""
+
+
+class ListenOptionsError(PgPubSubError, ValueError):
+    """What ``listen`` (the command or :func:`pgpubsub.listen.listen`) was asked cannot run."""

@@ -50,20 +50,69 @@ class LeftBehind:
 _ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 
 
+class BatchJournal(Protocol):
+    """Where a batch processor records the batches it runs (see the module's docstring)."""
+
+    def begin(self, notification_ids: Sequence[int]) -> int | None:
+        """Record a claimed batch before its callbacks run; return the record's id."""
+        ...
+
+    def running(self, record_id: int, notification_id: int) -> None:
+        """Note the message whose callbacks run now."""
+        ...
+
+    def discard(self, record_id: int) -> None:
+        """Delete the record of a batch that was rolled back."""
+        ...
+
+
+class NullJournal:
+    """Records nothing: for processing in-process, where no other worker takes over."""
+
+    def begin(self, notification_ids: Sequence[int]) -> int | None:
+        return None
+
+    def running(self, record_id: int, notification_id: int) -> None:
+        pass
+
+    def discard(self, record_id: int) -> None:
+        pass
+
+
 class Journal:
     """Writes a worker's in-flight records, committed independently of its batches.
 
     ``worker`` names the worker process uniquely (pid, host and start time): records are
-    told apart by it, and shown to people in errors and logs.
+    told apart by it, and shown to people in errors and logs. The records go through the
+    connection last given to :meth:`attach` (the worker's LISTEN connection, renewed on
+    each reconnect).
     """
 
-    def __init__(self, connection: AutocommitConnection, worker: str, using: str) -> None:
-        self._connection = connection
+    def __init__(self, worker: str, using: str) -> None:
+        self._connection: AutocommitConnection | None = None
         self._worker = worker
         self._table = quoted_table(InFlightBatch, using)
 
-    def begin(self, notification_ids: Sequence[int]) -> int:
+    def attach(self, connection: AutocommitConnection) -> None:
+        """Write through ``connection`` from now on, first deleting this worker's own old
+        records (left when its connections were cut: it did not die)."""
+        self._connection = connection
+        self.discard_own()
+
+    def detach(self) -> None:
+        """Forget the connection (it was lost): batches run without records until the next
+        :meth:`attach`."""
+        self._connection = None
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._connection is None:
+            return []
+        return self._connection.execute(sql, params)
+
+    def begin(self, notification_ids: Sequence[int]) -> int | None:
         """Record a claimed batch before its callbacks run; return the record's id."""
+        if self._connection is None:
+            return None
         # A batch of one message has no doubt about which message was running.
         running = notification_ids[0] if len(notification_ids) == 1 else None
         rows = self._connection.execute(
@@ -75,16 +124,14 @@ class Journal:
 
     def running(self, record_id: int, notification_id: int) -> None:
         """Note the message whose callbacks run now (batches run one message at a time)."""
-        self._connection.execute(
+        self._execute(
             f"UPDATE {self._table} SET running_id = %s FROM {_ASYNC_COMMIT} WHERE id = %s",
             [notification_id, record_id],
         )
 
     def discard(self, record_id: int) -> None:
         """Delete a record whose batch was rolled back (its messages were not run)."""
-        self._connection.execute(
-            f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE id = %s", [record_id]
-        )
+        self._execute(f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE id = %s", [record_id])
 
     def discard_own(self) -> int:
         """Delete this worker's records; return how many there were.
@@ -92,7 +139,7 @@ class Journal:
         Called when the worker (re)connects: records it left when its connections were cut
         (a server restart, a network failure) are not the mark of a worker that died.
         """
-        rows = self._connection.execute(
+        rows = self._execute(
             f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE worker = %s RETURNING id",
             [self._worker],
         )

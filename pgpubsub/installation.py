@@ -1,166 +1,73 @@
-"""Whether a database is ready for pgpubsub: its migrations applied, its channels' triggers in.
+"""What makes a fresh ``migrate`` work whatever the order of apps and however it is run.
 
-A trigger listener whose trigger never reached the database (``makemigrations`` forgotten) is
-never called, and an unmigrated database fails on the first query. ``listen`` and
-``manage.py pgpubsub`` ask here first and say what to run instead; the database system check
-(``manage.py check --database default``) reports the same.
+Two things, because triggers need both pgpubsub's SQL functions and its tables:
+
+- ``pre_migrate`` installs the versioned SQL functions (:mod:`pgpubsub.functions`) before
+  any migration or ``--run-syncdb`` runs, so a trigger never calls a missing function;
+- ``makemigrations`` makes each migration that adds a pgpubsub trigger depend on pgpubsub's
+  latest migration, so that ``migrate blog`` alone, or an app sorted before ``pgpubsub``
+  with a data migration writing a tracked model, finds pgpubsub's tables in place.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any
 
-import pgtrigger
-from django.db import DEFAULT_DB_ALIAS, connections, models
-from django.db.migrations.executor import MigrationExecutor
-from pgtrigger import core as pgtrigger_core
+from django.core.management.commands import makemigrations, migrate
+from django.db import connections, router
+from pgtrigger import migrations as pgtrigger_migrations
 
-from pgpubsub.channel import BaseChannel, TriggerChannel
-from pgpubsub.exceptions import PgPubSubError
-from pgpubsub.registry import ChannelRegistry
-
-logger = logging.getLogger(__name__)
-
-#: What pgtrigger reports for a trigger, in words; INSTALLED and UNALLOWED (the router keeps
-#: the model out of this database) are no problem.
-_PROBLEMS = {
-    pgtrigger_core.UNINSTALLED: "not installed",
-    pgtrigger_core.OUTDATED: "installed with an outdated definition",
-}
+from pgpubsub import functions
 
 
-class DatabaseNotReady(PgPubSubError):
-    """The database lacks pgpubsub's tables or a trigger that a selected channel needs."""
+def install_functions_before_migrating(using: str, **kwargs: Any) -> None:
+    """``pre_migrate`` receiver: install pgpubsub's SQL functions on ``using`` if missing."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    if not router.allow_migrate(using, "pgpubsub", model_name="notification"):
+        return
+    functions.install_functions(connection)
 
 
-def manage_py(command: str, using: str) -> str:
-    """``python manage.py COMMAND``, with ``--database`` when ``using`` is not the default."""
-    database = "" if using == DEFAULT_DB_ALIAS else f" --database {using}"
-    return f"python manage.py {command}{database}"
+class _TriggerMigrationsDependOnPgpubsub:
+    """Autodetector mixin: an added pgpubsub trigger depends on pgpubsub's tables."""
+
+    def add_operation(
+        self,
+        app_label: str,
+        operation: Any,
+        dependencies: list[Any] | None = None,
+        beginning: bool = False,
+    ) -> None:
+        if app_label != "pgpubsub" and _adds_pgpubsub_trigger(operation):
+            # A dependency on another app's model becomes one on that app's latest migration.
+            dependencies = [
+                *(dependencies or []),
+                pgtrigger_migrations.OperationDependency(
+                    "pgpubsub",
+                    "notification",
+                    None,
+                    pgtrigger_migrations.OPERATION_DEPENDENCY_CREATE,
+                ),
+            ]
+        super().add_operation(app_label, operation, dependencies, beginning)  # type: ignore[misc]
 
 
-@dataclass(frozen=True)
-class TriggerProblem:
-    """A trigger a channel's listener needs that the database does not have as registered."""
-
-    channel: type[BaseChannel]
-    model: type[models.Model]
-    trigger: str
-    problem: str
-    using: str
-
-    @property
-    def fix(self) -> str:
-        """The command that installs the trigger as the code defines it."""
-        if self.problem == "disabled":
-            uri = f"{self.model._meta.label}:{self.trigger}"
-            return manage_py(f"pgtrigger enable {uri}", self.using)
-        app = self.model._meta.app_label
-        return f"python manage.py makemigrations {app} && {manage_py(f'migrate {app}', self.using)}"
-
-    def __str__(self) -> str:
-        return (
-            f"Trigger {self.trigger!r} of model {self.model._meta.label} (channel "
-            f"{self.channel.name()}) is {self.problem} in database {self.using!r}: its "
-            f"listeners are never called. Run: {self.fix}"
-        )
+def _adds_pgpubsub_trigger(operation: Any) -> bool:
+    if not isinstance(operation, pgtrigger_migrations.AddTrigger):
+        return False
+    return "pgpubsub_publish_v" in str(getattr(operation.trigger, "sql", ""))
 
 
-def unapplied_migrations(using: str) -> dict[str, list[str]]:
-    """The migrations not applied to database ``using``, by app label, in order."""
-    executor = MigrationExecutor(connections[using])
-    unapplied: dict[str, list[str]] = {}
-    for migration, _backwards in executor.migration_plan(executor.loader.graph.leaf_nodes()):
-        unapplied.setdefault(migration.app_label, []).append(migration.name)
-    return unapplied
-
-
-def trigger_problems(
-    channels: Iterable[type[BaseChannel]],
-    registry: ChannelRegistry,
-    using: str,
-    skip_apps: Iterable[str] = (),
-) -> list[TriggerProblem]:
-    """The triggers the listeners of ``channels`` need that database ``using`` lacks.
-
-    ``skip_apps``: apps whose triggers are not looked at (those with unapplied migrations,
-    which ``migrate`` is about to install).
-    """
-    skipped = set(skip_apps)
-    problems = []
-    for channel in channels:
-        if not issubclass(channel, TriggerChannel):
-            continue
-        model = channel.get_model()
-        if model._meta.app_label in skipped:
-            continue
-        listeners = registry.listeners_for(channel)
-        for name in sorted({name for listener in listeners for name in listener.triggers or ()}):
-            trigger = _registered_trigger(model, name)
-            if trigger is None:
-                continue
-            status, enabled = trigger.get_installation_status(model, database=using)  # type: ignore[arg-type]
-            problem = _PROBLEMS.get(status)
-            if problem is None and status == pgtrigger_core.INSTALLED and enabled is False:
-                problem = "disabled"
-            if problem is not None:
-                problems.append(TriggerProblem(channel, model, name, problem, using))
-    return problems
-
-
-def _registered_trigger(model: type[models.Model], name: str) -> pgtrigger.Trigger | None:
-    found = pgtrigger.registered(f"{model._meta.label}:{name}") if name else []
-    return found[0][1] if found else None
-
-
-def require_migrated(using: str) -> None:
-    """Refuse a database where pgpubsub's migrations are not all applied.
-
-    Raises:
-        DatabaseNotReady: naming the migrations missing and the command that applies them.
-    """
-    pending = unapplied_migrations(using).get("pgpubsub")
-    if pending:
-        raise DatabaseNotReady(
-            f"pgpubsub's tables are not ready in database {using!r} (migrations not applied: "
-            f"{', '.join(pending)}): run {manage_py('migrate pgpubsub', using)}"
-        )
-
-
-def require_ready(
-    channels: Iterable[type[BaseChannel]],
-    registry: ChannelRegistry,
-    using: str,
-    *,
-    allow_missing_triggers: bool = False,
-) -> None:
-    """Refuse to work on a database that is not migrated or lacks a needed trigger.
-
-    Each trigger problem is logged as an error, naming the trigger, its model and the command
-    that fixes it.
-
-    Raises:
-        DatabaseNotReady: pgpubsub's migrations are not all applied to ``using``, or (unless
-            ``allow_missing_triggers``) a trigger of ``channels`` is missing, outdated or
-            disabled there.
-    """
-    require_migrated(using)
-    problems = trigger_problems(channels, registry, using)
-    for problem in problems:
-        logger.error(
-            "%s",
-            problem,
-            extra={
-                "action": "trigger_missing",
-                "channel": problem.channel.name(),
-                "trigger": problem.trigger,
-            },
-        )
-    if problems and not allow_missing_triggers:
-        raise DatabaseNotReady(
-            f"{len(problems)} trigger(s) that the selected channels need are not in database "
-            f"{using!r} (see the errors above). Install them, or start with "
-            "--allow-missing-triggers to listen anyway."
-        )
+def make_trigger_migrations_depend_on_pgpubsub() -> None:
+    """Extend the autodetector of ``makemigrations`` and ``migrate`` (as django-pgtrigger does)."""
+    current = getattr(makemigrations, "MigrationAutodetector")  # noqa: B009 (not exported)
+    if issubclass(current, _TriggerMigrationsDependOnPgpubsub):
+        return
+    extended = type("MigrationAutodetector", (_TriggerMigrationsDependOnPgpubsub, current), {})
+    # Django 5.2+ checks that both commands use the same autodetector.
+    for command in (makemigrations, migrate):
+        setattr(command, "MigrationAutodetector", extended)  # noqa: B010 (not exported)
+        if hasattr(command.Command, "autodetector"):
+            command.Command.autodetector = extended

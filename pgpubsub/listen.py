@@ -13,8 +13,8 @@ from django.db import DEFAULT_DB_ALIAS
 from pgpubsub.channel import BaseChannel
 from pgpubsub.filters import ListenerFilterProvider
 from pgpubsub.options import WorkerOptions
-from pgpubsub.processing import process_stored_notifications
-from pgpubsub.worker import Worker
+from pgpubsub.stored import process_stored_notifications
+from pgpubsub.worker import create_worker
 
 
 def _paths(channels: Iterable[type[BaseChannel] | str] | None) -> tuple[str, ...]:
@@ -36,8 +36,11 @@ def listen(
     compatibility and have no effect here: the worker survives failing callbacks and lost
     connections by itself, and ``manage.py listen`` supervises worker processes.
 
+    The options are checked as ``manage.py listen`` checks them.
+
     Raises:
         ChannelNotFound: a channel path names no channel, or one without listeners.
+        ListenOptionsError: no channel is left to listen to.
     """
     options = WorkerOptions(
         channels=_paths(channels),
@@ -45,7 +48,7 @@ def listen(
         recover=recover,
         using=using,
     )
-    return Worker(options).run()
+    return create_worker(options).run()
 
 
 __all__ = ["ListenerFilterProvider", "listen", "process_stored_notifications"]

@@ -10,7 +10,7 @@ from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from pgpubsub import codec
+from pgpubsub import codec, functions
 from pgpubsub.channel import BaseChannel, Channel, locate_channel
 from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import NotificationContextError, PayloadError
@@ -49,7 +49,7 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: 
     payload = codec.dumps(channel_cls.build_payload(kwargs))
     with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(
-            "SELECT pgpubsub_send_v1(%s, %s, %s, %s::jsonb[])",
+            f"SELECT {functions.qualified(functions.SEND)}(%s, %s, %s, %s::jsonb[])",
             [
                 channel_cls.listen_safe_name(),
                 channel_cls.lock_notifications,
@@ -86,8 +86,14 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
     ``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``. Callbacks receive it as ``context``
     when ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``.
 
+    Example::
+
+        pgpubsub.set_notification_context({"request_id": request.headers["X-Request-Id"]})
+
     Raises:
         NotificationContextError: transaction-bound context outside ``transaction.atomic()``.
+        PayloadError: a value PostgreSQL's jsonb cannot store (a NUL character, NaN or an
+            infinity), named by its key; the context in effect is left as it was.
     """
     tx_bound = get_settings().tx_bound_notification_context
     connection = connections[using or DEFAULT_DB_ALIAS]
@@ -95,6 +101,13 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
         raise NotificationContextError(
             "PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT is True, so the context lasts for one "
             "transaction: call set_notification_context() inside transaction.atomic()."
+        )
+    # Refused here, or every later write to a tracked model would carry it into jsonb.
+    problem = codec.jsonb_problem(context)
+    if problem is not None:
+        raise PayloadError(
+            f"Notification context {problem}, which PostgreSQL's jsonb cannot store: "
+            "remove that value or encode it differently."
         )
     text = json.dumps(context, cls=DjangoJSONEncoder)
     with connection.cursor() as cursor:
@@ -104,7 +117,7 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
 def __getattr__(name: str) -> Any:
     # django-pgpubsub 1.3 exported it from here; imported on use, as it needs the models.
     if name == "process_stored_notifications":
-        from pgpubsub.processing import process_stored_notifications
+        from pgpubsub.stored import process_stored_notifications
 
         return process_stored_notifications
     raise AttributeError(f"module 'pgpubsub.notify' has no attribute {name!r}")

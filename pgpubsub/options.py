@@ -6,6 +6,13 @@ Kept free of model imports, so a spawned child can unpickle them before Django i
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from pgpubsub.exceptions import ListenOptionsError
+
+if TYPE_CHECKING:
+    from pgpubsub.channel import BaseChannel
+    from pgpubsub.registry import ChannelRegistry
 
 DEFAULT_DB_ALIAS = "default"
 
@@ -27,12 +34,15 @@ class WorkerOptions:
     metrics_address: str = "0.0.0.0"
     #: With ``recover``: draw a progress bar on stderr if it is a terminal.
     progress_bar: bool = False
+    #: Append machine-readable events to this file (:mod:`pgpubsub.readiness`).
+    ready_file: str | None = None
+    #: The worker's number under its supervisor (0 for a single worker).
+    number: int = 0
 
     def for_worker(self, number: int) -> WorkerOptions:
         """The options of supervised worker ``number``: its own metrics port, port + number."""
-        if self.metrics_port is None:
-            return self
-        return replace(self, metrics_port=self.metrics_port + number)
+        port = None if self.metrics_port is None else self.metrics_port + number
+        return replace(self, metrics_port=port, number=number)
 
 
 @dataclass(frozen=True)
@@ -41,3 +51,32 @@ class LogOptions:
 
     level: str = "info"
     format: str | None = None
+
+
+def select_channels(
+    options: WorkerOptions, channel_registry: ChannelRegistry
+) -> list[type[BaseChannel]]:
+    """The channels a worker with ``options`` serves, after checking that it can serve them.
+
+    The one place where a ``listen`` run is checked: by the command before it starts any
+    process, and by every worker (so also by :func:`pgpubsub.listen.listen`).
+
+    Raises:
+        ChannelNotFound: a channel path names no channel, or a channel without listeners.
+        ListenOptionsError: nothing is left to listen to, or ``poll_only`` with fan-out
+            channels (their messages exist only as NOTIFY).
+    """
+    selected = channel_registry.select(include=options.channels, exclude=options.exclude_channels)
+    if not selected:
+        raise ListenOptionsError(
+            "No channel to listen to: no listener is registered (are your listeners.py "
+            "modules in installed apps?) or the excluded channels are all there is."
+        )
+    fanout = [channel.name() for channel in selected if not channel.lock_notifications]
+    if options.poll_only and fanout:
+        raise ListenOptionsError(
+            f"--poll-only cannot serve fan-out channels (without lock_notifications, their "
+            f"messages exist only as NOTIFY): {', '.join(fanout)}. Exclude them with "
+            "--exclude-channels, or run them in a listen without --poll-only."
+        )
+    return selected

@@ -175,6 +175,19 @@ def count_due(channels: Sequence[str], *, using: str) -> int:
     )
 
 
+def oldest_due_age(channels: Sequence[str], *, using: str) -> float | None:
+    """Seconds the oldest due notification of ``channels`` has waited; None if none waits."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT extract(epoch FROM statement_timestamp() - min(available_at))::float8 "
+            f"FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
+            "AND failed_at IS NULL AND available_at <= statement_timestamp()",
+            [list(channels)],
+        )
+        (age,) = cursor.fetchone()
+    return None if age is None else float(age)
+
+
 def load_broadcast(ref: int, *, using: str) -> str | None:
     """The payload text of an oversized fan-out message, or None once it was pruned."""
     rows = (

@@ -14,12 +14,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from types import FrameType
 from typing import Any
 
 # Model-free imports only: a spawned child unpickles this module before django.setup().
+from pgpubsub import readiness
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.options import LogOptions, WorkerOptions
+from pgpubsub.shutdown import ShutdownPolicy
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
 
     if not apps.ready:
         django.setup()
-    from pgpubsub.worker import Worker
+    from pgpubsub.worker import create_worker
 
-    sys.exit(Worker(options).run())
+    sys.exit(create_worker(options).run())
 
 
 def _exit_reason(code: int) -> str:
@@ -74,6 +75,20 @@ class _Slot:
     backoff: float = _BACKOFF_START
     restart_at: float | None = None
     exit_codes: list[int] = field(default_factory=list)
+
+    def schedule_restart(self, now: float) -> float:
+        """Plan the restart of this slot's worker, which just exited; return the delay.
+
+        A worker that ran for more than ``_HEALTHY_AFTER`` seconds restarts at once; quick
+        exits in a row (a crash loop) wait longer each time: 1 s, 2 s, 4 s... up to 30 s.
+        """
+        if now - self.started_at > _HEALTHY_AFTER:
+            self.backoff, delay = _BACKOFF_START, 0.0
+        else:
+            self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+            delay = self.backoff
+        self.restart_at = now + delay
+        return delay
 
 
 class Supervisor:
@@ -99,14 +114,14 @@ class Supervisor:
         self._codes_after_stop: list[int] = []
         self._stop_deadline = 0.0
         self._wakeup = Wakeup()
+        self._shutdown = ShutdownPolicy(graceful=self._begin_stop, immediate=self._stop_now)
 
     def run(self) -> int:
         """Supervise until stopped; return the exit code for the command."""
         from pgpubsub.connection import close_django_connections
 
         self._wakeup.ring_on_signals()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        self._shutdown.install()
         # Children must not share the parent's database sockets (fork) and do not need them.
         close_django_connections()
         for slot in self.slots:
@@ -147,6 +162,12 @@ class Supervisor:
             process.pid,
             extra={"action": "worker_started", "pid": process.pid},
         )
+        readiness.announce(
+            self.options.ready_file,
+            readiness.WORKER_STARTED,
+            worker=slot.number,
+            worker_pid=process.pid,
+        )
 
     def _alive(self) -> list[BaseProcess]:
         return [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
@@ -181,12 +202,7 @@ class Supervisor:
                     extra={"action": "worker_died", "exit_code": code},
                 )
                 continue
-            lived = time.monotonic() - slot.started_at
-            slot.backoff = (
-                _BACKOFF_START if lived > _HEALTHY_AFTER else min(slot.backoff * 2, _BACKOFF_MAX)
-            )
-            delay = 0.0 if lived > _HEALTHY_AFTER else slot.backoff
-            slot.restart_at = time.monotonic() + delay
+            delay = slot.schedule_restart(time.monotonic())
             logger.error(
                 "Worker %s (pid %s) %s; restarting in %.1f s",
                 slot.number,
@@ -202,21 +218,25 @@ class Supervisor:
             if slot.restart_at is not None and slot.restart_at <= now:
                 self._start(slot)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if not self.stopping:
-            logger.info(
-                "%s received: stopping %s worker(s)",
-                name,
-                len(self._alive()),
-                extra={"action": "shutting_down"},
-            )
-            self.stopping = True
-            self._stop_deadline = time.monotonic() + self.shutdown_timeout + _KILL_GRACE
-            for slot in self.slots:
-                slot.restart_at = None
-        else:
-            logger.warning("Second %s: workers stop at once", name, extra={"action": "killed"})
+    def _begin_stop(self, signal_name: str) -> None:
+        logger.info(
+            "%s received: stopping %s worker(s)",
+            signal_name,
+            len(self._alive()),
+            extra={"action": "shutting_down"},
+        )
+        self.stopping = True
+        self._stop_deadline = time.monotonic() + self.shutdown_timeout + _KILL_GRACE
+        for slot in self.slots:
+            slot.restart_at = None
+        self._signal_workers()
+
+    def _stop_now(self, signal_name: str) -> None:
+        logger.warning("Second %s: workers stop at once", signal_name, extra={"action": "killed"})
+        self._signal_workers()
+
+    def _signal_workers(self) -> None:
+        """Send SIGTERM to each worker (a second one makes a worker exit at once)."""
         for process in self._alive():
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)

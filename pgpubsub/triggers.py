@@ -1,8 +1,10 @@
 """The django-pgtrigger triggers that publish a model's changes to a trigger channel.
 
 The SQL a trigger freezes into the user's migration is one call into a versioned function
-(``pgpubsub_publish_v1``) that pgpubsub's own migrations install, so later releases can
-change how messages are stored without asking users to regenerate their migrations.
+(``pgpubsub_publish_v2``, see :mod:`pgpubsub.functions`), so later releases can change how
+messages are stored without asking users to regenerate their migrations. Every name in it
+is qualified by its schema, so objects another role creates in a schema earlier in the
+``search_path`` are never called instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import pgtrigger
 from django.db import models
 
+from pgpubsub import functions
 from pgpubsub.channel import TriggerChannel, validate_pg_identifier
 from pgpubsub.exceptions import ChannelDefinitionError
 
@@ -34,6 +37,36 @@ _SUFFIXES = {
 
 _WHEN = {"BEFORE": pgtrigger.Before, "AFTER": pgtrigger.After}
 _OPERATIONS = {"INSERT": pgtrigger.Insert, "UPDATE": pgtrigger.Update, "DELETE": pgtrigger.Delete}
+
+
+def _identifier(name: str) -> str:
+    """Quote ``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _row_json(model: type[models.Model], row: str, depth: int = 0) -> str:
+    """SQL for the jsonb of ``row`` (a row of ``model``'s table) with its ancestors' columns.
+
+    A multi-table child's own table lacks its inherited fields: they are read from each
+    parent table by the link's value. Django writes parent rows first and deletes them
+    last, so they hold the stored values when a child's trigger runs.
+    """
+    own = f"pg_catalog.to_jsonb({row})"
+    parents = []
+    for position, (parent, link) in enumerate(model._meta.parents.items()):
+        if link is None:
+            continue
+        alias = f"pgpubsub_parent_{depth}_{position}"
+        parent_pk = parent._meta.pk
+        assert parent_pk is not None
+        parents.append(
+            f"COALESCE((SELECT {_row_json(parent, alias, depth + 1)} "
+            f"FROM {_identifier(parent._meta.db_table)} AS {alias} "
+            f"WHERE {alias}.{_identifier(parent_pk.column)} = {row}.{_identifier(str(link.column))}"
+            "), '{}'::jsonb)"
+        )
+    # The child's own columns are merged last, so they win over an ancestor's.
+    return " || ".join([*parents, own])
 
 
 def _literal(value: str) -> str:
@@ -81,16 +114,19 @@ class Notify(pgtrigger.Trigger):
         model_name = _literal(model.__name__)
         trigger = _literal(self.name or "")
         if self.level == pgtrigger.Statement:
+            row = _row_json(model, "r")
             if self.referencing and self.referencing.new:
-                old_rows, new_rows = "NULL", f"ARRAY(SELECT to_jsonb(r) FROM {NEW_TABLE} AS r)"
+                old_rows, new_rows = "NULL", f"ARRAY(SELECT {row} FROM {NEW_TABLE} AS r)"
             else:
-                old_rows, new_rows = f"ARRAY(SELECT to_jsonb(r) FROM {OLD_TABLE} AS r)", "NULL"
+                old_rows, new_rows = f"ARRAY(SELECT {row} FROM {OLD_TABLE} AS r)", "NULL"
             returning = "RETURN NULL;"
         else:
-            old_rows, new_rows = "ARRAY[to_jsonb(OLD)]", "ARRAY[to_jsonb(NEW)]"
+            old_rows = f"ARRAY[{_row_json(model, 'OLD')}]"
+            new_rows = f"ARRAY[{_row_json(model, 'NEW')}]"
             returning = "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
+        publish = functions.qualified(functions.PUBLISH)
         return (
-            f"PERFORM pgpubsub_publish_v1({channel}, {trigger}, {lockable}, {app}, "
+            f"PERFORM {publish}({channel}, {trigger}, {lockable}, {app}, "
             f"{model_name}, {old_rows}, {new_rows}); {returning}"
         )
 

@@ -3,6 +3,10 @@
 NOTIFY only wakes the worker; the stored rows are the truth. The worker also scans its
 lockable channels every ``PGPUBSUB_POLL_INTERVAL`` seconds, so a NOTIFY lost during a
 reconnect, or a message left by a killed worker, costs latency and never a message.
+
+The worker holds no SQL and no connection logic: its :class:`~pgpubsub.connection.ListenSession`
+keeps a connection open (reconnecting with backoff), the processors run messages
+(:mod:`pgpubsub.stored`, :mod:`pgpubsub.fanout`), and :mod:`pgpubsub.housekeeping` prunes.
 """
 
 from __future__ import annotations
@@ -11,57 +15,43 @@ import datetime
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, TextIO
+from collections.abc import Sequence
 
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connections,
-)
+from django.db import close_old_connections, connections
 
-from pgpubsub import envelope, inflight, queue
+from pgpubsub import inflight, queue, readiness
 from pgpubsub.channel import BaseChannel
+from pgpubsub.clock import SYSTEM_CLOCK, Clock
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.connection import (
     WORKER_APPLICATION_NAME,
+    ConnectionFactory,
     ListenConnection,
+    ListenSession,
     Message,
     PollingOnly,
-    driver_module,
+    connection_errors,
     open_listen_connection,
 )
-from pgpubsub.options import WorkerOptions
-from pgpubsub.processing import (
-    BatchResult,
-    Dispatcher,
-    StoredProcessor,
-    decode_payload,
-    deliver_fanout,
-    parse_json,
-)
-from pgpubsub.registry import registry
+from pgpubsub.exceptions import DatabaseUnavailable
+from pgpubsub.fanout import FanoutProcessor
+from pgpubsub.housekeeping import Housekeeping, NoHousekeeping
+from pgpubsub.options import WorkerOptions, select_channels
+from pgpubsub.progress import RecoveryProgress, TrafficSummary
+from pgpubsub.registry import ChannelRegistry, registry
+from pgpubsub.shutdown import ShutdownPolicy
+from pgpubsub.stored import BatchResult, StoredProcessor
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
-_RECONNECT_BACKOFF_MAX = 10.0
-_PRUNE_INTERVAL = 60.0
+#: A second stop signal this soon after the first is the same request delivered twice.
 _DUPLICATE_SIGNAL_WINDOW = 1.0
 
-
-@dataclass
-class _Stats:
-    processed: int = 0
-    failed: int = 0
-    started: float = field(default_factory=time.monotonic)
+__all__ = ["Worker", "WorkerOptions", "create_worker"]
 
 
 class Worker:
@@ -70,96 +60,101 @@ class Worker:
     First SIGTERM/SIGINT: finish the current message, commit, exit 0 (within
     ``PGPUBSUB_SHUTDOWN_TIMEOUT``). Second signal: exit at once; an unfinished stored message
     is rolled back and stays stored for another worker.
+
+    Arguments:
+        options: what to listen to (channels, database, ``--recover``...).
+        settings: pgpubsub's settings.
+        channel_registry: the channels and their callbacks.
+        connect: opens the worker's own connection (see :func:`create_worker`).
+        clock: the time it reads and waits on (a fake one in unit tests).
+        housekeeping: prunes on the side (``NoHousekeeping()`` in unit tests).
+
+    Raises:
+        ChannelNotFound, ListenOptionsError: see :func:`pgpubsub.options.select_channels`.
+
+    Example::
+
+        worker = create_worker(WorkerOptions(channels=("shop.channels.Orders",)))
+        sys.exit(worker.run())
     """
 
-    def __init__(self, options: WorkerOptions, settings: PgPubSubSettings | None = None) -> None:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        settings: PgPubSubSettings,
+        channel_registry: ChannelRegistry,
+        connect: ConnectionFactory,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        housekeeping: Housekeeping | NoHousekeeping | None = None,
+    ) -> None:
         self.options = options
-        self.settings = settings or get_settings()
-        self.channels = registry.select(include=options.channels, exclude=options.exclude_channels)
+        self.settings = settings
+        self.clock = clock
+        self.channels = select_channels(options, channel_registry)
         self.lockable = [c for c in self.channels if c.lock_notifications]
         self.stopping = False
-        self._stop_requested_at = 0.0
-        self._listener: ListenConnection | None = None
+        self.total = BatchResult()
+        self._registry = channel_registry
         self._wakeup = Wakeup()
-        self._processor = StoredProcessor(
-            using=options.using, settings=self.settings, should_stop=lambda: self.stopping
+        self._journal = inflight.Journal(_worker_label(), using=options.using)
+        self._stored = StoredProcessor(
+            using=options.using,
+            settings=settings,
+            channel_registry=channel_registry,
+            journal=self._journal,
+            should_stop=lambda: self.stopping,
+            clock=clock,
         )
-        self._dispatcher = Dispatcher(registry, self.settings)
-        self._stats = _Stats()
-        self._last_prune = 0.0
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        #: Names this worker process in its in-flight records: unique across restarts.
-        self._label = (
-            f"{WORKER_APPLICATION_NAME} {os.getpid()} on {socket.gethostname()}, started {started}"
+        self._fanout = FanoutProcessor(channel_registry, settings, options.using)
+        self._housekeeping = housekeeping or Housekeeping(settings, options.using, clock)
+        self._summary = TrafficSummary(settings.progress_interval, self._oldest_waiting, clock)
+        self._shutdown = ShutdownPolicy(
+            graceful=self._stop_gracefully,
+            immediate=_exit_now,
+            ignore_repeats_within=_DUPLICATE_SIGNAL_WINDOW,
+            clock=clock,
         )
+        self._overdue: threading.Timer | None = None
+        self._session = ListenSession(
+            connect,
+            [c.listen_safe_name() for c in self.channels],
+            reconnect_timeout=settings.reconnect_timeout,
+            errors=connection_errors(options.using),
+            clock=clock,
+            should_stop=lambda: self.stopping,
+            wake_fds=self._wake_fds(),
+            on_disconnect=self._disconnected,
+        )
+        self._connected_before = False
 
     # --- lifecycle -------------------------------------------------------------------
 
     def run(self) -> int:
         """Listen and process until stopped; return the process exit code."""
-        self._install_signal_handlers()
+        self._shutdown.install()
+        names = [c.name() for c in self.channels]
         logger.info(
             "Worker %s started on channels: %s",
             os.getpid(),
-            ", ".join(c.name() for c in self.channels) or "(none)",
-            extra={"action": "started", "channels": [c.name() for c in self.channels]},
+            ", ".join(names) or "(none)",
+            extra={"action": "started", "channels": names},
         )
-        if self.options.metrics_port is not None and not self._serve_metrics(
-            self.options.metrics_port
-        ):
+        if self.options.metrics_port is not None and not _serve_metrics(self.options):
             return 1
-        outage_started: float | None = None
-        backoff = 0.5
-        first_connection = True
-        connection_errors: tuple[type[BaseException], ...] = (
-            OperationalError,
-            InterfaceError,
-            *self._driver_errors(),
-        )
-        while not self.stopping:
-            try:
-                self._connect()
-                if outage_started is not None:
-                    logger.info(
-                        "Reconnected after %.1f s without the database",
-                        time.monotonic() - outage_started,
-                        extra={"action": "reconnected"},
-                    )
-                outage_started, backoff = None, 0.5
-                if first_connection and self.options.recover:
-                    self._recover()
-                else:
-                    self._drain_all()
-                first_connection = False
-                self._serve()
-            except connection_errors as exc:
-                self._disconnect()
-                if self.stopping:
-                    break
-                now = time.monotonic()
-                outage_started = outage_started or now
-                if now - outage_started > self.settings.reconnect_timeout:
-                    logger.error(
-                        "No database for %.0f s (PGPUBSUB_RECONNECT_TIMEOUT): giving up",
-                        now - outage_started,
-                        extra={"action": "gave_up"},
-                    )
-                    return 1
-                logger.warning(
-                    "Lost the database connection (%s); reconnecting in %.1f s",
-                    str(exc).strip() or type(exc).__name__,
-                    backoff,
-                    extra={"action": "reconnecting"},
-                )
-                self._sleep(backoff)
-                backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
-        self._disconnect()
-        self._wakeup.close()
+        try:
+            self._session.run(self._serve)
+        except DatabaseUnavailable:
+            return 1
+        finally:
+            if self._overdue is not None:
+                self._overdue.cancel()
+            self._wakeup.close()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),
-            self._stats.processed,
-            self._stats.failed,
+            self.total.processed,
+            self.total.failed,
             extra={"action": "stopped"},
         )
         return 0
@@ -169,104 +164,17 @@ class Worker:
         self.stopping = True
         self._wakeup.ring()
 
-    def _serve_metrics(self, port: int) -> bool:
-        from pgpubsub.metrics import serve_metrics  # optional dependency: imported only here
-
-        address = self.options.metrics_address
-        try:
-            serve_metrics(port, address=address, using=self.options.using)
-        except OSError as exc:
-            logger.error(
-                "Cannot serve metrics on %s:%s (%s): exiting",
-                address,
-                port,
-                exc,
-                extra={"action": "metrics_failed", "port": port},
-            )
-            return False
-        logger.info(
-            "Serving metrics on http://%s:%s/metrics",
-            address,
-            port,
-            extra={"action": "metrics", "port": port},
-        )
-        return True
-
-    def _driver_errors(self) -> tuple[type[BaseException], ...]:
-        driver = driver_module(self.options.using)
-        return (driver.OperationalError, driver.InterfaceError)
-
-    def _connect(self) -> None:
-        if self.options.poll_only:
-            # No LISTEN, but a connection of its own for the in-flight records.
-            self._listener = PollingOnly(open_listen_connection(self.options.using))
-            self._open_journal(self._listener)
-            logger.info(
-                "Listening on %s channel(s) of database %r by polling every %.1f s (no LISTEN)",
-                len(self.channels),
-                self.options.using,
-                self.settings.poll_interval,
-                extra={"action": "listening"},
-            )
-            return
-        self._listener = open_listen_connection(self.options.using)
-        self._listener.listen(c.listen_safe_name() for c in self.channels)
-        self._open_journal(self._listener)
-        logger.info(
-            "Listening on %s channel(s) of database %r",
-            len(self.channels),
-            self.options.using,
-            extra={"action": "listening"},
-        )
-
-    def _open_journal(self, connection: ListenConnection) -> None:
-        """Record batches in flight on ``connection``, first deleting this worker's own old
-        records (left when its connections were cut: it did not die)."""
-        journal = inflight.Journal(connection, self._label, using=self.options.using)
-        journal.discard_own()
-        self._processor.journal = journal
-
-    def _disconnect(self) -> None:
-        self._processor.journal = None
-        if self._listener is not None:
-            try:
-                self._listener.close()
-            except Exception:
-                logger.debug("Closing the LISTEN connection failed", exc_info=True)
-            self._listener = None
-        try:
-            connections[self.options.using].close()
-        except Exception:
-            logger.debug("Closing the Django connection failed", exc_info=True)
-
-    # --- signals ---------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.stopping:
-            if time.monotonic() - self._stop_requested_at < _DUPLICATE_SIGNAL_WINDOW:
-                # One stop request delivered twice (systemd signals the whole cgroup and the
-                # supervisor forwards it too): not a request to stop at once.
-                return
-            logger.warning("Second %s: exiting now", name, extra={"action": "killed"})
-            os._exit(1)
-        self._stop_requested_at = time.monotonic()
+    def _stop_gracefully(self, signal_name: str) -> None:
         logger.info(
             "%s received: finishing the current message, then stopping (send it again to "
             "stop at once)",
-            name,
+            signal_name,
             extra={"action": "shutting_down"},
         )
         self.request_stop()
-        timer = threading.Timer(self.settings.shutdown_timeout, self._shutdown_overdue)
-        timer.daemon = True
-        timer.start()
+        self._overdue = threading.Timer(self.settings.shutdown_timeout, self._shutdown_overdue)
+        self._overdue.daemon = True
+        self._overdue.start()
 
     def _shutdown_overdue(self) -> None:
         logger.error(
@@ -277,27 +185,67 @@ class Worker:
         )
         os._exit(1)
 
-    # --- the loop --------------------------------------------------------------------
+    # --- one connection --------------------------------------------------------------
 
-    def _wake_fds(self) -> list[int]:
+    def _serve(self, connection: ListenConnection) -> None:
+        """Work with ``connection`` until stopped (a lost connection raises out of here)."""
+        self._journal.attach(connection)
+        self._announce_listening()
+        if self.options.recover and not self._connected_before:
+            self._recover()
+        else:
+            self._drain_all()
+        self._connected_before = True
+        next_poll = self.clock.monotonic() + self.settings.poll_interval
+        while not self.stopping:
+            retry = self._stored.schedule.next_retry()
+            wake_at = next_poll if retry is None else min(next_poll, retry)
+            messages = connection.wait(wake_at - self.clock.monotonic(), self._wake_fds())
+            self._wakeup.clear()
+            self._stop_if_orphaned()
+            self._handle(messages)
+            for channel in self._stored.schedule.due_retries():
+                self._record(self._stored.drain(channel))
+            if self.clock.monotonic() >= next_poll:
+                connection.ping()
+                self._drain_all()
+                next_poll = self.clock.monotonic() + self.settings.poll_interval
+            self._summary.log_if_due()
+
+    def _announce_listening(self) -> None:
+        how = (
+            f"by polling every {self.settings.poll_interval:.1f} s (no LISTEN)"
+            if self.options.poll_only
+            else "with LISTEN"
+        )
+        logger.info(
+            "Listening on %s channel(s) of database %r %s",
+            len(self.channels),
+            self.options.using,
+            how,
+            extra={"action": "listening"},
+        )
+        readiness.announce(
+            self.options.ready_file,
+            readiness.LISTENING,
+            worker=self.options.number,
+            channels=[c.name() for c in self.channels],
+            poll_only=self.options.poll_only,
+        )
+
+    def _disconnected(self) -> None:
+        self._journal.detach()
+        try:
+            connections[self.options.using].close()
+        except Exception:
+            logger.debug("Closing the Django connection failed", exc_info=True)
+
+    def _wake_fds(self) -> Sequence[int]:
         fds = [self._wakeup.fileno]
         parent = multiprocessing.parent_process()
         if parent is not None and parent.sentinel is not None:
             fds.append(parent.sentinel)
         return fds
-
-    def _serve(self) -> None:
-        assert self._listener is not None
-        next_poll = time.monotonic() + self.settings.poll_interval
-        while not self.stopping:
-            messages = self._listener.wait(next_poll - time.monotonic(), self._wake_fds())
-            self._wakeup.clear()
-            self._stop_if_orphaned()
-            self._handle(messages)
-            if time.monotonic() >= next_poll:
-                self._listener.ping()
-                self._drain_all()
-                next_poll = time.monotonic() + self.settings.poll_interval
 
     def _stop_if_orphaned(self) -> None:
         parent = multiprocessing.parent_process()
@@ -307,86 +255,31 @@ class Worker:
             )
             self.stopping = True
 
+    # --- messages --------------------------------------------------------------------
+
     def _handle(self, messages: list[Message]) -> None:
         woken: dict[type[BaseChannel], None] = {}
         for message in messages:
-            channel = registry.channel_for(message.channel)
+            channel = self._registry.channel_for(message.channel)
             if channel is None or channel not in self.channels:
                 continue
             if channel.lock_notifications:
                 woken[channel] = None
-            else:
-                self._deliver_fanout(channel, message.payload)
+            elif not self.stopping:
+                self._count_fanout(self._fanout.deliver(channel, message.payload))
         for channel in woken:
-            self._record(self._processor.drain(channel))
-
-    def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> None:
-        if self.stopping:
-            return
-        payload = self._unwrap(channel, text)
-        if payload is None:
-            self._stats.failed += 1
-            return
-        if deliver_fanout(self._dispatcher, channel, payload, self.options.using):
-            self._stats.processed += 1
-        else:
-            self._stats.failed += 1
-
-    def _unwrap(self, channel: type[BaseChannel], text: str) -> dict[str, Any] | None:
-        """The payload of a fan-out NOTIFY; None (logged) when there is none to deliver.
-
-        Anyone who can connect may NOTIFY our channels: junk is logged and dropped.
-        """
-        try:
-            decoded = envelope.decode(text, lambda raw: parse_json(channel, raw))
-            if isinstance(decoded, envelope.Inline):
-                return decoded.payload
-            stored = queue.load_broadcast(decoded.id, using=self.options.using)
-            if stored is None:
-                logger.warning(
-                    "Oversized message %s of channel %s was pruned before it was read "
-                    "(PGPUBSUB_BROADCAST_RETENTION)",
-                    decoded.id,
-                    channel.name(),
-                    extra={"action": "dropped", "channel": channel.name()},
-                )
-                return None
-            return decode_payload(channel, stored)
-        except envelope.UnreadableEnvelope as exc:
-            logger.warning(
-                "Dropped a NOTIFY on channel %s that pgpubsub did not write: %s; it was %s",
-                channel.name(),
-                exc,
-                envelope.excerpt(text),
-                extra={"action": "dropped", "channel": channel.name()},
-            )
-            return None
+            self._record(self._stored.drain(channel))
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)
         # this closes the connection, and reconnecting for every wake-up would cost latency.
-        # Broken connections are caught by the reconnect loop in run().
+        # Broken connections are caught by the session, which reconnects.
         close_old_connections()
         for channel in self.lockable:
             if self.stopping:
                 return
-            self._record(self._processor.drain(channel))
-        self._prune()
-
-    def _prune(self) -> None:
-        """Delete expired oversized fan-out payloads and stale in-flight records."""
-        if time.monotonic() - self._last_prune < _PRUNE_INTERVAL:
-            return
-        self._last_prune = time.monotonic()
-        pruned = queue.prune_broadcasts(self.settings.broadcast_retention, using=self.options.using)
-        if pruned:
-            logger.info("Pruned %s expired oversized fan-out payloads", pruned)
-        stale = inflight.prune(using=self.options.using)
-        if stale:
-            logger.info(
-                "Deleted %s record(s) of batches whose worker ended, whose messages are gone",
-                stale,
-            )
+            self._record(self._stored.drain(channel))
+        self._housekeeping.run_if_due()
 
     def _recover(self) -> None:
         """Drain everything stored at start, reporting progress on a steady interval."""
@@ -398,16 +291,15 @@ class Worker:
             len(names),
             extra={"action": "recover", "total": total},
         )
-        progress = _RecoveryProgress(
+        progress = RecoveryProgress(
             total,
             self.settings.progress_interval,
             terminal=sys.stderr if self.options.progress_bar and sys.stderr.isatty() else None,
+            clock=self.clock,
         )
         for channel in self.lockable:
             self._record(
-                self._processor.drain(
-                    channel, on_batch=lambda batch: progress.advance(batch.claimed)
-                )
+                self._stored.drain(channel, on_batch=lambda batch: progress.advance(batch.claimed))
             )
         progress.finish()
         logger.info(
@@ -418,81 +310,67 @@ class Worker:
         )
 
     def _record(self, result: BatchResult) -> None:
-        self._stats.processed += result.processed
-        self._stats.failed += result.failed
+        self.total.add(result)
+        self._summary.add(result.processed, result.failed, result.retried)
 
-    def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early on a stop request."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.1, deadline - time.monotonic()))
+    def _count_fanout(self, delivered: bool) -> None:
+        if delivered:
+            self.total.processed += 1
+            self._summary.handled += 1
+        else:
+            self.total.failed += 1
+            self._summary.failed += 1
+
+    def _oldest_waiting(self) -> float | None:
+        names = [c.listen_safe_name() for c in self.lockable]
+        return queue.oldest_due_age(names, using=self.options.using) if names else None
 
 
-class _RecoveryProgress:
-    """Progress of ``--recover``: log lines on a steady interval, and a bar on a terminal.
+def create_worker(options: WorkerOptions, settings: PgPubSubSettings | None = None) -> Worker:
+    """A worker for ``options`` with the real collaborators: the project's registry, a new
+    connection to ``options.using`` (one that never LISTENs with ``poll_only``), the clock."""
+    return Worker(options, settings or get_settings(), registry, connection_factory(options))
 
-    A log line every ``interval`` seconds (0: after every batch). With a ``terminal``, a bar
-    redrawn in place on one line (``\\r``), cleared before each progress log line.
-    """
 
-    _BAR_WIDTH = 30
-    _BAR_REFRESH = 0.1
+def connection_factory(options: WorkerOptions) -> ConnectionFactory:
+    """How a worker with ``options`` opens its connection."""
+    if options.poll_only:
+        # No LISTEN, but a connection of its own for the in-flight records.
+        return lambda: PollingOnly(open_listen_connection(options.using))
+    return lambda: open_listen_connection(options.using)
 
-    def __init__(self, total: int, interval: float, terminal: TextIO | None = None) -> None:
-        self.total = total
-        self.interval = interval
-        self.terminal = terminal
-        self.done = 0
-        self._started = self._last_log = time.monotonic()
-        self._last_draw = float("-inf")
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self._started
+def _worker_label() -> str:
+    """Names this worker process in its in-flight records: unique across restarts."""
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return f"{WORKER_APPLICATION_NAME} {os.getpid()} on {socket.gethostname()}, started {started}"
 
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self._last_log >= self.interval:
-            self._last_log = now
-            self._clear_bar()
-            rate, eta = self._rate_and_eta()
-            logger.info(
-                "Recovery: %s/%s done, %.0f/s, about %s left",
-                self.done,
-                self.total,
-                rate,
-                eta,
-                extra={"action": "recover_progress", "done": self.done, "total": self.total},
-            )
-            self._last_draw = float("-inf")  # redraw the bar under the log line at once
-        if self.terminal is not None and now - self._last_draw >= self._BAR_REFRESH:
-            self._last_draw = now
-            self._draw_bar()
 
-    def finish(self) -> None:
-        if self.terminal is not None:
-            self._draw_bar()
-            self.terminal.write("\n")
-            self.terminal.flush()
+def _exit_now(signal_name: str) -> None:
+    logger.warning("Second %s: exiting now", signal_name, extra={"action": "killed"})
+    os._exit(1)
 
-    def _rate_and_eta(self) -> tuple[float, str]:
-        elapsed = self.elapsed()
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = max(self.total - self.done, 0)
-        return rate, f"{left / rate:.0f} s" if rate > 0 else "unknown"
 
-    def _draw_bar(self) -> None:
-        assert self.terminal is not None
-        fraction = min(self.done / self.total, 1.0) if self.total else 1.0
-        filled = round(fraction * self._BAR_WIDTH)
-        rate, eta = self._rate_and_eta()
-        self.terminal.write(
-            f"\rRecovery [{'#' * filled}{'.' * (self._BAR_WIDTH - filled)}] {fraction:4.0%} "
-            f"{self.done}/{self.total} {rate:.0f}/s {eta} left\x1b[K"
+def _serve_metrics(options: WorkerOptions) -> bool:
+    from pgpubsub.metrics import serve_metrics  # optional dependency: imported only here
+
+    port, address = options.metrics_port, options.metrics_address
+    assert port is not None
+    try:
+        serve_metrics(port, address=address, using=options.using)
+    except OSError as exc:
+        logger.error(
+            "Cannot serve metrics on %s:%s (%s): exiting",
+            address,
+            port,
+            exc,
+            extra={"action": "metrics_failed", "port": port},
         )
-        self.terminal.flush()
-
-    def _clear_bar(self) -> None:
-        if self.terminal is not None:
-            self.terminal.write("\r\x1b[K")
-            self.terminal.flush()
+        return False
+    logger.info(
+        "Serving metrics on http://%s:%s/metrics",
+        address,
+        port,
+        extra={"action": "metrics", "port": port},
+    )
+    return True

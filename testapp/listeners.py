@@ -78,7 +78,9 @@ def media_deleted(old: Any, new: Any, **context: Any) -> None:
 @pgpubsub.post_save_listener(ChildTriggerChannel)
 def child_saved(old: Any, new: Any, **context: Any) -> None:
     ListenerEvent.objects.create(
-        listener="child", object_key=str(new.pk), detail={"toy": new.toy, "id": new.id}
+        listener="child",
+        object_key=str(new.pk),
+        detail={"toy": new.toy, "id": new.id, "name": new.name, "born": str(new.born)},
     )
 
 

@@ -49,10 +49,11 @@ class Media(models.Model):
 
 class Parent(models.Model):
     name = models.CharField(max_length=100)
+    born = models.DateField(null=True, blank=True)
 
 
 class Child(Parent):
-    """Multi-table inheritance: the trigger sees the child table's own columns."""
+    """Multi-table inheritance: ``name`` and ``born`` live in the parent's table."""
 
     toy = models.CharField(max_length=100)
 

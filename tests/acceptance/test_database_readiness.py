@@ -59,7 +59,7 @@ def test_listen_refuses_to_start_without_a_trigger_its_listeners_need(
     assert process.wait() == 1
     output = process.output()
     assert " ERROR " in output
-    assert f"pgpubsub.installation: {missing(author_trigger)}" in output
+    assert f"pgpubsub.preflight: {missing(author_trigger)}" in output
     assert f"Run: {FIX}" in output
     assert "start with --allow-missing-triggers to listen anyway" in output
     assert "Started worker" not in output
@@ -71,7 +71,7 @@ def test_listen_with_allow_missing_triggers_logs_the_missing_trigger_and_starts(
     process = listen("--worker", "--allow-missing-triggers")
 
     process.wait_for_output("Listening on")
-    assert f"pgpubsub.installation: {missing(author_trigger)}" in process.output()
+    assert f"pgpubsub.preflight: {missing(author_trigger)}" in process.output()
 
 
 def test_check_database_reports_a_missing_trigger_with_the_command_that_installs_it(

@@ -16,9 +16,11 @@ from django.db import transaction
 import pgpubsub
 from pgpubsub import Channel
 from pgpubsub.conf import get_settings
+from pgpubsub.fanout import deliver_fanout
 from pgpubsub.models import Notification
-from pgpubsub.processing import Dispatcher, StoredProcessor, deliver_fanout
+from pgpubsub.processing import Dispatcher
 from pgpubsub.registry import registry
+from pgpubsub.stored import StoredProcessor
 from testapp.channels import AsyncTask, Task
 from testapp.models import ListenerEvent
 

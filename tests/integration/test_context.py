@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.test import override_settings
 
 import pgpubsub
-from pgpubsub import NotificationContextError
+from pgpubsub import NotificationContextError, PayloadError
 from pgpubsub.models import Notification
 from testapp.channels import AuthorTriggerChannel, PostReads
 from testapp.models import Author, Post
@@ -70,7 +70,7 @@ def test_transaction_bound_context_applies_only_inside_its_transaction() -> None
         AuthorFactory.create()
     AuthorFactory.create()
 
-    assert stored_contexts() == [{"user": 7}, None, None]
+    assert stored_contexts() == [{"user": 7}, {}, {}]
 
 
 @override_settings(PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT=True)
@@ -87,7 +87,7 @@ def test_transaction_bound_context_is_dropped_when_its_transaction_rolls_back() 
     with transaction.atomic():
         AuthorFactory.create()
 
-    assert stored_contexts() == [None]
+    assert stored_contexts() == [{}]
 
 
 def test_listeners_receive_the_context_when_asked_to(isolated_registry: None) -> None:
@@ -146,3 +146,37 @@ def test_listener_filter_restricts_which_stored_notifications_are_processed() ->
     assert handled == 1
     assert list(Post.objects.values_list("title", flat=True)) == ["Welcome, of tenant a!"]
     assert stored_contexts() == [{"tenant": "b"}]
+
+
+@pytest.mark.parametrize(
+    ("context", "named"),
+    [
+        ({"user": "nul\x00inside"}, r"\['user'\] contains a NUL character"),
+        ({"score": float("nan")}, r"\['score'\] is nan"),
+        ({"limit": float("inf")}, r"\['limit'\] is inf"),
+        ({"tags": ["ok", "half a pair \ud800"]}, r"\['tags'\]\[1\] contains an unpaired"),
+        ({"by\x00key": 1}, r"the key 'by\\x00key' contains a NUL"),
+    ],
+)
+def test_context_value_jsonb_refuses_is_a_payload_error_and_later_writes_still_succeed(
+    context: dict[str, Any], named: str
+) -> None:
+    pgpubsub.set_notification_context({"user": 7})
+
+    with pytest.raises(PayloadError, match=rf"Notification context {named}"):
+        pgpubsub.set_notification_context(context)
+    AuthorFactory.create()
+
+    assert stored_contexts() == [{"user": 7}]
+
+
+def test_context_set_by_hand_that_jsonb_refuses_is_left_out_and_the_write_succeeds() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('pgpubsub.notification_context', %s, false)",
+            ['{"user": "nul\\u0000inside"'],
+        )
+
+    AuthorFactory.create()
+
+    assert stored_contexts() == [{}]

@@ -88,6 +88,18 @@ def test_decoded_multi_table_child_has_both_its_parent_pointer_and_id() -> None:
     assert new.toy == "yo-yo"
 
 
+def test_inherited_fields_missing_from_a_stored_child_row_are_loaded_on_access() -> None:
+    # What triggers generated before pgpubsub_publish_v2 stored: the child's own table only.
+    child = ChildFactory.create(toy="yo-yo", name="Ann", born=datetime.date(2019, 5, 4))
+    (payload,) = stored_payloads(ChildTriggerChannel)
+    payload["new"] = {"parent_ptr_id": child.pk, "toy": "yo-yo"}
+
+    new = ChildTriggerChannel.callback_kwargs(payload)["new"]
+
+    assert new.get_deferred_fields() == {"name", "born"}
+    assert (new.name, new.born) == ("Ann", datetime.date(2019, 5, 4))
+
+
 def test_column_the_model_no_longer_has_is_ignored() -> None:
     MediaFactory.create(title="kept")
     (payload,) = stored_payloads(MediaTriggerChannel)

@@ -14,8 +14,8 @@ from django.utils import timezone
 import pgpubsub
 from pgpubsub import Channel
 from pgpubsub.models import Notification
-from pgpubsub.processing import BatchResult, StoredProcessor
 from pgpubsub.queue import retry_failed
+from pgpubsub.stored import BatchResult, StoredProcessor
 from testapp.channels import PostReads, Task
 from testapp.models import ListenerEvent, Post
 from tests.factories import AuthorFactory

@@ -21,8 +21,8 @@ from pgpubsub import Channel, inflight
 from pgpubsub.connection import open_listen_connection
 from pgpubsub.exceptions import WorkerDied
 from pgpubsub.models import InFlightBatch, Notification
-from pgpubsub.processing import StoredProcessor
 from pgpubsub.signals import notification_failed
+from pgpubsub.stored import StoredProcessor
 from testapp.channels import Task
 from testapp.models import ListenerEvent
 
@@ -45,15 +45,15 @@ class Watched(Channel):
 def journal() -> Iterator[inflight.Journal]:
     """A journal on a connection of its own, as a worker has."""
     connection = open_listen_connection("default")
-    yield inflight.Journal(connection, WORKER, "default")
+    journal = inflight.Journal(WORKER, "default")
+    journal.attach(connection)
+    yield journal
     connection.close()
 
 
 def processor_with(journal: inflight.Journal) -> StoredProcessor:
     """A processor as a worker has (made in the test, so that it reads the test's settings)."""
-    processor = StoredProcessor()
-    processor.journal = journal
-    return processor
+    return StoredProcessor(journal=journal)
 
 
 def send(channel: type[Channel], *keys: str) -> list[int]:

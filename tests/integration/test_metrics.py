@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 import pgpubsub
 from pgpubsub.metrics import WorkerMetrics
 from pgpubsub.models import Notification
-from pgpubsub.processing import StoredProcessor
+from pgpubsub.stored import StoredProcessor
 from testapp.channels import PostReads, Task
 
 pytestmark = pytest.mark.django_db

@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 
 import pgpubsub
+from pgpubsub import PayloadError
 from pgpubsub.connection import ListenConnection, Message
 from pgpubsub.models import BroadcastPayload, Notification
 from testapp.channels import Announcement, PostTriggerChannel, Task
@@ -156,3 +157,24 @@ def test_small_row_on_a_fan_out_trigger_channel_travels_inline(
     assert payload["trigger"] == "pgpubsub_03c6d_ai"
     new = PostTriggerChannel.callback_kwargs(payload)["new"]
     assert new is not None and (new.pk, new.title) == (post.pk, "short")
+
+
+@pytest.mark.parametrize(
+    ("channel", "fields", "named"),
+    [
+        (Task, {"key": "nul\x00inside"}, "Field 'key'"),
+        (Task, {"key": "k", "sleep": float("nan")}, "Field 'sleep'"),
+        (Announcement, {"text": "t", "ratio": float("-inf")}, "Field 'ratio'"),
+        (Announcement, {"text": "t", "tags": ["\x00"]}, "Field 'tags'"),
+    ],
+)
+def test_notify_refuses_a_value_jsonb_cannot_store_with_a_payload_error(
+    channel: type[Any], fields: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(PayloadError, match=named):
+        pgpubsub.notify(channel, **fields)
+
+    pgpubsub.notify(Task, key="the connection still works")
+    assert list(Notification.objects.values_list("payload__kwargs__key", flat=True)) == [
+        "the connection still works"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 import pgpubsub
@@ -82,15 +84,19 @@ def test_listener_receives_exact_decimal_and_foreign_key_of_the_row() -> None:
     assert event.detail["owner_id"] == owner.pk
 
 
-def test_save_listener_runs_for_inserts_and_updates_of_a_multi_table_child() -> None:
-    child = ChildFactory.create(toy="kite")
+def test_save_listener_of_a_multi_table_child_receives_the_inherited_fields_stored() -> None:
+    child = ChildFactory.create(toy="kite", name="Ann", born=datetime.date(2019, 5, 4))
     child.toy = "ball"
+    child.name = "Annie"
     child.save()
+    child.name = "Anna"
+    child.save()  # delivered after this change: the payload has the values of its own save
 
     pgpubsub.process_stored_notifications()
 
     events = ListenerEvent.objects.filter(listener="child").order_by("id")
     assert [e.detail for e in events] == [
-        {"toy": "kite", "id": child.pk},
-        {"toy": "ball", "id": child.pk},
+        {"toy": "kite", "id": child.pk, "name": "Ann", "born": "2019-05-04"},
+        {"toy": "ball", "id": child.pk, "name": "Annie", "born": "2019-05-04"},
+        {"toy": "ball", "id": child.pk, "name": "Anna", "born": "2019-05-04"},
     ]

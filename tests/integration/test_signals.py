@@ -17,9 +17,11 @@ from django.utils import timezone
 import pgpubsub
 from pgpubsub import Channel
 from pgpubsub.conf import get_settings
+from pgpubsub.fanout import deliver_fanout
 from pgpubsub.models import Notification
-from pgpubsub.processing import Dispatcher, StoredProcessor, deliver_fanout
+from pgpubsub.processing import Dispatcher
 from pgpubsub.registry import registry
+from pgpubsub.stored import StoredProcessor
 from testapp.channels import Task
 
 pytestmark = pytest.mark.django_db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 
 import pytest
@@ -43,7 +44,7 @@ def test_author_insert_stores_a_notification_with_the_new_row() -> None:
     assert stored.payload["old"] is None
     assert stored.payload["new"]["id"] == author.pk
     assert stored.payload["new"]["name"] == "Ann"
-    assert stored.payload["context"] is None
+    assert stored.payload["context"] == {}
 
 
 def test_stored_notification_records_when_and_at_which_migration_it_was_written() -> None:
@@ -95,14 +96,20 @@ def test_before_delete_trigger_lets_the_delete_happen() -> None:
     assert not Media.objects.filter(pk=media.pk).exists()
 
 
-def test_child_insert_and_update_store_notifications_of_the_child_table() -> None:
-    child = ChildFactory.create(toy="kite")
+def test_child_insert_and_update_store_the_child_row_with_its_inherited_columns() -> None:
+    child = ChildFactory.create(toy="kite", name="Ann", born=datetime.date(2019, 5, 4))
     child.toy = "ball"
     child.save()
 
     inserted, updated = stored_payloads(ChildTriggerChannel)
     assert inserted["trigger"] == "pgpubsub_4d349_ai"
-    assert inserted["new"] == {"parent_ptr_id": child.pk, "toy": "kite"}
+    assert inserted["new"] == {
+        "parent_ptr_id": child.pk,
+        "toy": "kite",
+        "id": child.pk,
+        "name": "Ann",
+        "born": "2019-05-04",
+    }
     assert updated["trigger"] == "pgpubsub_4d349_au"
     assert (updated["old"]["toy"], updated["new"]["toy"]) == ("kite", "ball")
 

@@ -10,7 +10,7 @@ import pytest
 
 import pgpubsub
 from pgpubsub.models import Notification
-from pgpubsub.worker import Worker, WorkerOptions
+from pgpubsub.worker import WorkerOptions, create_worker
 from testapp.channels import Announcement, Task
 from testapp.models import ListenerEvent
 from tests.support.processes import wait_for
@@ -22,7 +22,7 @@ class WorkerThread:
     """Runs ``Worker.run`` on a thread; the test stops it and checks it ended cleanly."""
 
     def __init__(self, *channels: str) -> None:
-        self.worker = Worker(WorkerOptions(channels=channels))
+        self.worker = create_worker(WorkerOptions(channels=channels))
         self.exit_codes: list[int] = []
         self.thread = threading.Thread(target=self._run, name="pgpubsub-test-worker")
 

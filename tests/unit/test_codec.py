@@ -222,3 +222,53 @@ def test_annotation_that_cannot_be_resolved_is_refused_with_a_hint() -> None:
         @dataclass
         class Unresolvable(Channel):
             item: Local
+
+
+@pytest.mark.parametrize(
+    ("field_name", "stored"),
+    [
+        ("text", None),
+        ("flag", None),
+        ("number", None),
+        ("names", ["a", None]),
+        ("pair", [1, None]),
+    ],
+)
+def test_stored_null_for_a_field_that_is_not_optional_is_an_error_naming_it(
+    field_name: str, stored: Any
+) -> None:
+    payload = EveryType.build_payload(every_type_values())
+    payload["kwargs"][field_name] = stored
+
+    with pytest.raises(PayloadError, match=rf"Field '{field_name}' of channel .*EveryType"):
+        EveryType.callback_kwargs(payload)
+
+
+def test_stored_null_for_an_optional_field_decodes_to_none() -> None:
+    payload = EveryType.build_payload(every_type_values())
+    payload["kwargs"]["maybe"] = None
+    payload["kwargs"]["by_number"] = {"7": None}
+
+    received = EveryType.callback_kwargs(payload)
+
+    assert received["maybe"] is None
+    assert received["by_number"] == {7: None}
+
+
+@pytest.mark.parametrize(
+    ("field_name", "value", "problem"),
+    [
+        ("text", "nul\x00inside", r"contains a NUL character \(\\x00\)"),
+        ("text", "half a pair \ud800", "contains an unpaired surrogate"),
+        ("ratio", float("nan"), "is nan"),
+        ("ratio", float("inf"), "is inf"),
+        ("names", ["fine", "not\x00fine"], r"\[1\] contains a NUL"),
+        ("extras", {"k\x00": 1}, r"the key 'k\\x00' contains a NUL"),
+        ("anything", {"deep": [{"x": float("-inf")}]}, r"\['deep'\]\[0\]\['x'\] is -inf"),
+    ],
+)
+def test_value_postgresql_jsonb_refuses_is_a_payload_error_naming_the_field(
+    field_name: str, value: Any, problem: str
+) -> None:
+    with pytest.raises(PayloadError, match=rf"Field '{field_name}' of channel .*{problem}"):
+        EveryType.build_payload({**every_type_values(), field_name: value})

@@ -7,12 +7,12 @@ import logging
 
 import pytest
 
-from pgpubsub.worker import _RecoveryProgress
+from pgpubsub.progress import RecoveryProgress
 
 
 def test_progress_bar_is_redrawn_on_one_line_and_ends_full() -> None:
     terminal = io.StringIO()
-    progress = _RecoveryProgress(1000, interval=3600, terminal=terminal)
+    progress = RecoveryProgress(1000, interval=3600, terminal=terminal)
     progress._BAR_REFRESH = 3600  # type: ignore[misc]  # deterministic: no redraw but the first
 
     progress.advance(250)
@@ -30,9 +30,9 @@ def test_progress_log_line_clears_the_bar_before_it_is_written(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     terminal = io.StringIO()
-    progress = _RecoveryProgress(200, interval=0, terminal=terminal)
+    progress = RecoveryProgress(200, interval=0, terminal=terminal)
 
-    with caplog.at_level(logging.INFO, logger="pgpubsub.worker"):
+    with caplog.at_level(logging.INFO, logger="pgpubsub.progress"):
         progress.advance(100)
 
     assert [record.getMessage().split(",")[0] for record in caplog.records] == [
@@ -43,9 +43,9 @@ def test_progress_log_line_clears_the_bar_before_it_is_written(
 
 
 def test_without_a_terminal_progress_is_logged_only(caplog: pytest.LogCaptureFixture) -> None:
-    progress = _RecoveryProgress(0, interval=0)
+    progress = RecoveryProgress(0, interval=0)
 
-    with caplog.at_level(logging.INFO, logger="pgpubsub.worker"):
+    with caplog.at_level(logging.INFO, logger="pgpubsub.progress"):
         progress.advance(0)
         progress.finish()
 

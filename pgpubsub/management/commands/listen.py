@@ -11,13 +11,13 @@ from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub import DISTRIBUTION
 from pgpubsub.conf import get_settings
-from pgpubsub.exceptions import ChannelNotFound, SettingsError
-from pgpubsub.installation import DatabaseNotReady, require_ready
+from pgpubsub.exceptions import ChannelNotFound, ListenOptionsError, SettingsError
 from pgpubsub.management.commands._help import HelpFormatter
-from pgpubsub.options import LogOptions, WorkerOptions
+from pgpubsub.options import LogOptions, WorkerOptions, select_channels
+from pgpubsub.preflight import DatabaseNotReady, require_ready
 from pgpubsub.registry import registry
 from pgpubsub.supervisor import Supervisor, configure_logging
-from pgpubsub.worker import Worker
+from pgpubsub.worker import create_worker
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -136,6 +136,15 @@ class Command(BaseCommand):
             help="Address the metrics servers bind to (default: 0.0.0.0, every interface).",
         )
 
+        parser.add_argument(
+            "--ready-file",
+            default=None,
+            metavar="PATH",
+            help="Append a JSON line to PATH when the supervisor starts a worker "
+            '("worker_started") and when a worker listens ("listening", after each connect '
+            "and reconnect), for scripts and tests that wait until listen is ready.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             settings = get_settings()
@@ -157,26 +166,13 @@ class Command(BaseCommand):
             metrics_address=options["metrics_address"],
             # One bar per terminal line: several workers would draw over each other.
             progress_bar=(options["processes"] or 1) == 1,
+            ready_file=options["ready_file"],
         )
         try:
-            selected = registry.select(
-                include=worker_options.channels, exclude=worker_options.exclude_channels
-            )
-        except ChannelNotFound as exc:
+            selected = select_channels(worker_options, registry)
+        except (ChannelNotFound, ListenOptionsError) as exc:
             raise CommandError(str(exc)) from None
-        if not selected:
-            raise CommandError(
-                "No channel to listen to: no listener is registered (are your listeners.py "
-                "modules in installed apps?) or --exclude-channels excluded them all."
-            )
         configure_logging(log)
-        fanout = [channel.name() for channel in selected if not channel.lock_notifications]
-        if worker_options.poll_only and fanout:
-            raise CommandError(
-                f"--poll-only cannot serve fan-out channels (without lock_notifications, their "
-                f"messages exist only as NOTIFY): {', '.join(fanout)}. Exclude them with "
-                "--exclude-channels, or run them in a listen without --poll-only."
-            )
         try:
             require_ready(
                 selected,
@@ -187,7 +183,7 @@ class Command(BaseCommand):
         except DatabaseNotReady as exc:
             raise CommandError(str(exc)) from None
         if options["worker"]:
-            code = Worker(worker_options, settings).run()
+            code = create_worker(worker_options, settings).run()
         else:
             code = Supervisor(
                 worker_options,

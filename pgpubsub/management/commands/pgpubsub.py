@@ -13,9 +13,9 @@ from django.db import DEFAULT_DB_ALIAS
 
 from pgpubsub.channel import locate_channel
 from pgpubsub.exceptions import ChannelNotFound
-from pgpubsub.installation import DatabaseNotReady, require_migrated
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.models import Notification
+from pgpubsub.preflight import DatabaseNotReady, require_migrated
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
 from pgpubsub.status import StatusReport, collect_status

@@ -1,0 +1,448 @@
+"""Stored messages of lockable channels: claimed in batches, their callbacks run exactly once.
+
+Each batch is one transaction: its rows are locked, their callbacks run, and handled rows are
+deleted before the commit. A batch runs in one of two modes (:class:`Mode`):
+
+- optimistic: no savepoint per message (two round trips fewer per message). If a callback
+  raises, or a deferred constraint fails at commit, the batch is rolled back
+  (:class:`RolledBack`) and redone isolated;
+- isolated: one savepoint per message, so a failing message rolls back only its own work and
+  is scheduled for a retry (or marked failed) while the others are handled. After a rollback
+  a channel stays isolated for :data:`ISOLATION_PERIOD` seconds, so that a message retried
+  again and again does not make the other callbacks of its batches run twice each time.
+
+Each batch is recorded in a :class:`~pgpubsub.inflight.BatchJournal` before its callbacks
+run, so that a message that kills its worker process is charged an attempt by the next
+worker that claims it (:mod:`pgpubsub.inflight`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+
+from pgpubsub import inflight, queue, signals
+from pgpubsub.channel import BaseChannel
+from pgpubsub.clock import SYSTEM_CLOCK, Clock
+from pgpubsub.conf import PgPubSubSettings, get_settings
+from pgpubsub.exceptions import WorkerDied
+from pgpubsub.processing import (
+    Dispatcher,
+    Outcome,
+    decode_payload,
+    failure_words,
+    listener_filter,
+    report_outcomes,
+)
+from pgpubsub.registry import ChannelRegistry, registry
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a channel is processed message by message after a failure in one of its batches.
+ISOLATION_PERIOD = 60.0
+
+#: A retry's wake-up comes this long after its due time: the database's clock decides.
+_RETRY_MARGIN = 0.05
+
+
+class Mode(enum.Enum):
+    """How a batch runs its messages."""
+
+    OPTIMISTIC = "optimistic"
+    ISOLATED = "isolated"
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """An optimistic batch that was rolled back, to be redone isolated; ``reason`` says why."""
+
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    """What one or more batches did."""
+
+    claimed: int = 0
+    processed: int = 0
+    #: Failed attempts, each either retried later or marked failed.
+    failed: int = 0
+    #: The failed attempts that will be retried.
+    retried: int = 0
+
+    def add(self, other: BatchResult) -> None:
+        self.claimed += other.claimed
+        self.processed += other.processed
+        self.failed += other.failed
+        self.retried += other.retried
+
+
+class IsolationSchedule:
+    """Which mode each channel's next batch runs in, and when retries it scheduled are due."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, period: float = ISOLATION_PERIOD) -> None:
+        self._clock = clock
+        self._period = period
+        self._isolated_until: dict[type[BaseChannel], float] = {}
+        self._retries: dict[type[BaseChannel], float] = {}
+
+    def mode(self, channel: type[BaseChannel]) -> Mode:
+        until = self._isolated_until.get(channel)
+        if until is not None and self._clock.monotonic() < until:
+            return Mode.ISOLATED
+        return Mode.OPTIMISTIC
+
+    def isolate(self, channel: type[BaseChannel]) -> None:
+        """Run ``channel``'s batches isolated for the isolation period from now."""
+        self._isolated_until[channel] = self._clock.monotonic() + self._period
+
+    def retry_scheduled(self, channel: type[BaseChannel], delay: float) -> None:
+        """Note that a message of ``channel`` is due again in ``delay`` seconds."""
+        due = self._clock.monotonic() + delay + _RETRY_MARGIN
+        self._retries[channel] = min(due, self._retries.get(channel, due))
+
+    def next_retry(self) -> float | None:
+        """The clock time at which the earliest retry noted is due, if any."""
+        return min(self._retries.values(), default=None)
+
+    def due_retries(self) -> list[type[BaseChannel]]:
+        """The channels whose noted retries are due now (forgotten once returned)."""
+        now = self._clock.monotonic()
+        due = [channel for channel, at in self._retries.items() if at <= now]
+        for channel in due:
+            del self._retries[channel]
+        return due
+
+
+@dataclass
+class _Batch:
+    """One claimed batch, inside its transaction."""
+
+    messages: list[queue.StoredMessage]
+    record: int | None = None
+    handled: list[int] = field(default_factory=list)
+    #: In-flight records of dead workers settled by this batch, deleted with it.
+    settled: list[int] = field(default_factory=list)
+    #: What happened to each message, when someone wants to know (signals, DEBUG logs).
+    outcomes: list[Outcome] | None = None
+    rolled_back: RolledBack | None = None
+    result: BatchResult = field(default_factory=BatchResult)
+
+    def note(self, outcome: Outcome) -> None:
+        if self.outcomes is not None:
+            self.outcomes.append(outcome)
+
+
+class StoredProcessor:
+    """Claims stored notifications in batches and runs their callbacks exactly once.
+
+    Arguments:
+        using: the database alias.
+        settings: pgpubsub's settings (batch size, attempts, retry delays).
+        channel_registry: where the channels' callbacks are found.
+        journal: where batches in flight are recorded (a worker's
+            :class:`~pgpubsub.inflight.Journal`; none in-process).
+        should_stop: asked before each message; True leaves the rest of the batch stored.
+        clock: times the isolation period and the retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        using: str = DEFAULT_DB_ALIAS,
+        settings: PgPubSubSettings | None = None,
+        channel_registry: ChannelRegistry | None = None,
+        journal: inflight.BatchJournal | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.using = using
+        self.settings = settings or get_settings()
+        self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
+        self.extra_filter = listener_filter(self.settings)
+        self.journal = journal or inflight.NullJournal()
+        self.should_stop = should_stop
+        self.schedule = IsolationSchedule(clock)
+
+    def drain(
+        self,
+        channel: type[BaseChannel],
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> BatchResult:
+        """Process batches of ``channel`` until none is due (or a stop is requested).
+
+        ``on_batch`` is called after each batch (``--recover`` reports progress with it).
+        """
+        total = BatchResult()
+        while not self.should_stop():
+            batch = self.process_batch(channel)
+            if on_batch is not None:
+                on_batch(batch)
+            total.add(batch)
+            if batch.claimed < self.settings.batch_size:
+                break
+        return total
+
+    def process_batch(self, channel: type[BaseChannel]) -> BatchResult:
+        """Claim and process one batch of ``channel``'s due notifications."""
+        if self.schedule.mode(channel) is Mode.OPTIMISTIC:
+            outcome = self._run_optimistic(channel)
+            if isinstance(outcome, BatchResult):
+                return outcome
+            self.schedule.isolate(channel)
+            logger.info(
+                "A batch of channel %s was rolled back (%s): redoing it message by message, "
+                "and the channel's batches for %.0f s",
+                channel.name(),
+                outcome.reason,
+                ISOLATION_PERIOD,
+                extra={"action": "isolating", "channel": channel.name()},
+            )
+        return self._run_isolated(channel)
+
+    def _run_optimistic(self, channel: type[BaseChannel]) -> BatchResult | RolledBack:
+        try:
+            with self._batch(channel) as batch:
+                if any(message.left_behind for message in batch.messages):
+                    # One of them may kill this worker too: only isolated batches settle.
+                    batch.rolled_back = RolledBack("a worker ended in the middle of a batch")
+                    return batch.rolled_back
+                for message in batch.messages:
+                    if self.should_stop():
+                        break  # the rest stay stored and are unlocked at commit
+                    started = time.perf_counter() if batch.outcomes is not None else 0.0
+                    if not self._deliver(channel, message):
+                        batch.rolled_back = RolledBack("a callback raised")
+                        return batch.rolled_back
+                    batch.handled.append(message.id)
+                    if batch.outcomes is not None:
+                        batch.outcomes.append(Outcome.of_stored(message, started))
+        except IntegrityError:
+            return RolledBack("a deferred constraint failed at commit")
+        return self._finished(channel, batch)
+
+    def _run_isolated(self, channel: type[BaseChannel]) -> BatchResult:
+        with self._batch(channel) as batch:
+            messages = batch.messages
+            if any(message.left_behind for message in messages):
+                messages = self._settle_left_behind(channel, batch)
+            for message in messages:
+                if self.should_stop():
+                    break
+                # (A record of a one-message batch names its message from the start.)
+                if batch.record is not None and len(batch.messages) > 1:
+                    self.journal.running(batch.record, message.id)
+                outcome = self._process_one(channel, message)
+                batch.note(outcome)
+                if outcome.error is None:
+                    batch.handled.append(message.id)
+                else:
+                    self._count(batch.result, outcome)
+        return self._finished(channel, batch)
+
+    @contextmanager
+    def _batch(self, channel: type[BaseChannel]) -> Iterator[_Batch]:
+        """Claim a batch in a transaction; commit what the block handled, or roll back."""
+        # Timed and reported only when someone listens (hot path).
+        observed = signals.receivers_connected() or logger.isEnabledFor(logging.DEBUG)
+        batch: _Batch | None = None
+        try:
+            with transaction.atomic(using=self.using):
+                messages = queue.claim_batch(
+                    channel.listen_safe_name(),
+                    self.settings.batch_size,
+                    using=self.using,
+                    extra_filter=self.extra_filter,
+                    measure_latency=observed,
+                )
+                batch = _Batch(messages, outcomes=[] if observed else None)
+                batch.result.claimed = len(messages)
+                if messages:
+                    batch.record = self.journal.begin([message.id for message in messages])
+                yield batch
+                if batch.rolled_back is not None:
+                    transaction.set_rollback(True, using=self.using)
+                elif messages:
+                    own = [batch.record] if batch.record is not None else []
+                    queue.delete_messages(
+                        batch.handled, using=self.using, in_flight_records=own + batch.settled
+                    )
+        except BaseException:
+            self._discard(batch)
+            raise
+        if batch.rolled_back is not None:
+            self._discard(batch)
+
+    def _finished(self, channel: type[BaseChannel], batch: _Batch) -> BatchResult:
+        """After the commit: report each outcome once (a redone batch reports once)."""
+        batch.result.processed = len(batch.handled)
+        if batch.outcomes:
+            report_outcomes(channel, batch.outcomes)
+            _log_handled(channel, batch.outcomes)
+        return batch.result
+
+    def _count(self, result: BatchResult, failure: Outcome) -> None:
+        result.failed += 1
+        result.retried += failure.will_retry
+
+    def _discard(self, batch: _Batch | None) -> None:
+        """Delete a batch's in-flight record after a rollback: its worker is alive."""
+        if batch is None or batch.record is None:
+            return
+        try:
+            self.journal.discard(batch.record)
+        except Exception:  # a lost connection: the next claimant settles the record
+            logger.debug("Could not delete in-flight record %s", batch.record, exc_info=True)
+
+    def _settle_left_behind(
+        self, channel: type[BaseChannel], batch: _Batch
+    ) -> list[queue.StoredMessage]:
+        """Charge each message a dead worker was running; return the others to run. The
+        settled records are deleted with this batch."""
+        claimed = {message.id: message for message in batch.messages}
+        records = inflight.left_behind(list(claimed), using=self.using, own_record=batch.record)
+        if records:
+            logger.warning(
+                "%s message(s) of channel %s had been claimed by a worker that ended mid-batch "
+                "(%s): running them one by one",
+                len(batch.messages),
+                channel.name(),
+                ", ".join(sorted({record.worker for record in records})),
+                extra={"action": "left_behind", "channel": channel.name()},
+            )
+        for record in records:
+            if record.running_id is not None and record.running_id not in claimed:
+                continue  # its running message is locked elsewhere: that claimant settles it
+            batch.settled.append(record.id)
+            crashed = claimed.pop(record.running_id, None) if record.running_id else None
+            if crashed is not None:
+                outcome = self._charge_crash(channel, crashed, record)
+                batch.note(outcome)
+                self._count(batch.result, outcome)
+        return [message for message in batch.messages if message.id in claimed]
+
+    def _charge_crash(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: inflight.LeftBehind
+    ) -> Outcome:
+        """Count the attempt of a message whose callbacks were running when its worker died."""
+        error = WorkerDied(
+            f"The worker process running this message ended before it finished ({record.worker},"
+            f" batch started {record.started_at.isoformat(timespec='seconds')}): it was killed"
+            " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
+            " was stopped without waiting."
+        )
+        return self._count_failed_attempt(
+            channel,
+            message,
+            Outcome.of_stored(message, time.perf_counter(), error),
+            str(error),
+            "was running when its worker process ended",
+        )
+
+    def _count_failed_attempt(
+        self,
+        channel: type[BaseChannel],
+        message: queue.StoredMessage,
+        failure: Outcome,
+        error_text: str,
+        what_happened: str,
+        *,
+        exc_info: bool = False,
+    ) -> Outcome:
+        """Record a failed attempt (a retry is scheduled, or the message is marked failed)
+        and log it; return ``failure`` telling whether the message will be retried."""
+        dead = queue.record_failure(message, error_text, using=self.using, settings=self.settings)
+        if not dead:
+            self.schedule.retry_scheduled(
+                channel, queue.retry_delay(message.attempts + 1, self.settings)
+            )
+        logger.error(
+            "Notification %s of channel %s %s (attempt %s of %s)%s",
+            message.id,
+            channel.name(),
+            what_happened,
+            message.attempts + 1,
+            self.settings.max_attempts,
+            ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+            exc_info=exc_info,
+            extra={
+                "action": "failed" if dead else "retry",
+                "channel": channel.name(),
+                "notification_id": message.id,
+                "attempt": message.attempts + 1,
+            },
+        )
+        return dataclasses.replace(failure, will_retry=not dead)
+
+    def _deliver(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
+        """Run an optimistic batch's message; False when it raised (it is redone isolated,
+        where its failure is recorded)."""
+        try:
+            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+        except BaseException:  # see _process_one
+            return False
+        return True
+
+    def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> Outcome:
+        started = time.perf_counter()
+        try:
+            with transaction.atomic(using=self.using):
+                self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+                # Deferred constraints (Django's foreign keys) would otherwise be checked at
+                # the batch's COMMIT and fail every message of it: check them in this savepoint.
+                connections[self.using].check_constraints()
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and the like too: raised by a callback, they are
+            # that message's failure, not a request to stop the worker (signals stop it), and
+            # letting them through would roll back and stall the whole batch, forever.
+            return self._count_failed_attempt(
+                channel,
+                message,
+                Outcome.of_stored(message, started, exc),
+                traceback.format_exc(),
+                failure_words(exc),
+                exc_info=True,
+            )
+        return Outcome.of_stored(message, started)
+
+
+def _log_handled(channel: type[BaseChannel], outcomes: Iterable[Outcome]) -> None:
+    """One DEBUG line per message handled (the failures were logged as errors already)."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    for outcome in outcomes:
+        if outcome.error is None:
+            logger.debug(
+                "Handled notification %s of channel %s (attempt %s) in %.1f ms",
+                outcome.notification_id,
+                channel.name(),
+                outcome.attempt,
+                outcome.duration * 1000,
+                extra={
+                    "action": "processed",
+                    "channel": channel.name(),
+                    "notification_id": outcome.notification_id,
+                    "attempt": outcome.attempt,
+                    "duration": outcome.duration,
+                },
+            )
+
+
+def process_stored_notifications(
+    channels: Iterable[type[BaseChannel] | str] | None = None, using: str | None = None
+) -> int:
+    """Process every stored notification of ``channels`` (default: every lockable channel).
+
+    Runs in the calling process; returns the number of notifications handled.
+    """
+    selected = [c for c in registry.select(include=channels) if c.lock_notifications]
+    processor = StoredProcessor(using=using or DEFAULT_DB_ALIAS)
+    return sum(processor.drain(channel).processed for channel in selected)
