@@ -74,7 +74,12 @@ class Command(BaseCommand):
             "seconds (and drawing a progress bar when one worker runs on a terminal).",
         )
         parser.add_argument(
-            "--loglevel", choices=_LOG_LEVELS, default="info", help="Log level (default: info)."
+            "--loglevel",
+            # Any case, as django-pgpubsub 1.3 accepted (deploy scripts say DEBUG).
+            type=str.lower,
+            choices=_LOG_LEVELS,
+            default="info",
+            help="Log level, in any case (default: info).",
         )
         parser.add_argument(
             "--logformat",
