@@ -23,6 +23,7 @@ from pgpubsub.triggers import Notify, builtin_trigger, notify_trigger_from
 F = TypeVar("F", bound=Callable[..., Any])
 ChannelRef = type[BaseChannel] | str
 
+
 def _trigger_channel(channel: ChannelRef) -> type[TriggerChannel]:
     located = locate_channel(channel)
     if not issubclass(located, TriggerChannel):
