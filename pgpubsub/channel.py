@@ -9,14 +9,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import json
 import re
+import sys
 import typing
+import warnings
 from typing import Any, ClassVar
 
 from django.db import models
 from django.utils.module_loading import import_string
 
 from pgpubsub import codec
+from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelDefinitionError, ChannelNotFound, PayloadError
 
 _PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -52,6 +56,30 @@ class BaseChannel:
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
         """Decode a payload into the keyword arguments a callback receives."""
         raise NotImplementedError
+
+    @classmethod
+    def deserialize(cls, payload: dict[str, Any] | str) -> dict[str, Any]:
+        """Deprecated django-pgpubsub 1.3 API: decode a payload (a dict or its JSON text).
+
+        Use :meth:`callback_kwargs` with the payload as a dict. Like 1.3, trigger channels
+        add ``context`` when ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS`` is on.
+        """
+        warnings.warn(
+            f"{cls.__qualname__}.deserialize() is deprecated: use "
+            f"{cls.__qualname__}.callback_kwargs(payload), with the payload as a dict.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if isinstance(payload, str):
+            payload = (
+                codec.loads_exact(payload) if cls.is_trigger_channel() else json.loads(payload)
+            )
+        if not isinstance(payload, dict):
+            raise PayloadError(f"A payload of {cls.name()} must be a JSON object, got {payload!r}")
+        kwargs = cls.callback_kwargs(payload)
+        if cls.is_trigger_channel() and get_settings().pass_context_to_listeners:
+            kwargs["context"] = payload.get("context") or {}
+        return kwargs
 
 
 def ensure_dataclass(channel: type[BaseChannel]) -> None:
@@ -119,6 +147,24 @@ class Channel(BaseChannel):
         values = {field.name: getattr(instance, field.name) for field in dataclasses.fields(cls)}
         return {"kwargs": codec.encode_fields(cls.name(), cls._field_codecs, values)}
 
+    def serialize(self) -> str:
+        """Deprecated django-pgpubsub 1.3 API: this message's payload as JSON text.
+
+        Use :func:`pgpubsub.notify` to send, or :meth:`build_payload` for the payload.
+
+        Raises:
+            PayloadError: a field's value does not match its declared type.
+        """
+        cls = type(self)
+        warnings.warn(
+            f"{cls.__qualname__}.serialize() is deprecated: use pgpubsub.notify() to send, or "
+            f"{cls.__qualname__}.build_payload(fields) for the payload.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(cls)}
+        return codec.dumps(cls.build_payload(values))
+
     @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
         kwargs = codec.decode_fields(cls.name(), cls._field_codecs, payload.get("kwargs") or {})
@@ -152,6 +198,24 @@ class TriggerChannel(BaseChannel):
     old: models.Model | None = None
     new: models.Model | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # django-pgpubsub 1.3 also read `model: Author` (an annotation) as `model = Author`:
+        # take it as the model rather than as a dataclass field.
+        # The class's own dict, not a copy: dataclass() reads the fields from it afterwards.
+        annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+        if "model" in annotations and "model" not in cls.__dict__:
+            hint = annotations.pop("model")
+            if isinstance(hint, str):
+                module = sys.modules.get(cls.__module__)
+                hint = vars(module).get(hint, hint) if module is not None else hint
+            if not (isinstance(hint, type) and issubclass(hint, models.Model)):
+                raise ChannelDefinitionError(
+                    f"Trigger channel {cls.__module__}.{cls.__qualname__} annotates `model` "
+                    f"with {hint!r}, which is not a model class: write `model = YourModel`."
+                )
+            cls.model = hint
+
     @classmethod
     def get_model(cls) -> type[models.Model]:
         model = getattr(cls, "model", None)
@@ -163,6 +227,13 @@ class TriggerChannel(BaseChannel):
 
     @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        missing = [key for key in ("app", "model") if key not in payload]
+        if missing:
+            raise PayloadError(
+                f"A payload of trigger channel {cls.name()} has no {' and no '.join(missing)}: "
+                "pgpubsub triggers always write both, so it was not written by one (or was "
+                "edited). Fix or delete the stored notification."
+            )
         decoder = codec.row_decoder(cls.get_model())
         return {
             "old": decoder.decode(payload.get("old")),
@@ -190,6 +261,16 @@ def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
             "it exists but is not a subclass of pgpubsub.Channel or pgpubsub.TriggerChannel",
         )
     return channel_cls
+
+
+def __getattr__(name: str) -> Any:
+    # django-pgpubsub 1.3 defined it here; it now lives in pgpubsub.notify, which imports
+    # this module, so it is imported on use.
+    if name == "set_notification_context":
+        from pgpubsub.notify import set_notification_context
+
+        return set_notification_context
+    raise AttributeError(f"module 'pgpubsub.channel' has no attribute {name!r}")
 
 
 __all__ = [

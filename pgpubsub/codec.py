@@ -195,6 +195,17 @@ def _mapping(key: FieldCodec, value: FieldCodec) -> FieldCodec:
     )
 
 
+def _tuple_codec(hint: Any, args: tuple[Any, ...]) -> FieldCodec:
+    """The codec of ``tuple[X, ...]``, ``tuple[X, Y]`` or ``typing.Tuple[X]``."""
+    variable = len(args) == 2 and args[1] is Ellipsis
+    # typing.Tuple[X], django-pgpubsub 1.3's spelling, took tuples of any length there; the
+    # builtin tuple[X] means exactly one item.
+    legacy = len(args) == 1 and not isinstance(hint, types.GenericAlias)
+    if variable or legacy:
+        return _sequence(codec_for_type(args[0]), tuple)
+    return _fixed_tuple([codec_for_type(arg) for arg in args])
+
+
 def codec_for_type(hint: Any) -> FieldCodec:
     """Return the codec of a type annotation, or raise ``_UnsupportedType``."""
     if hint in _SCALARS:
@@ -211,9 +222,7 @@ def codec_for_type(hint: Any) -> FieldCodec:
     if origin in (list, set, frozenset) and len(args) == 1:
         return _sequence(codec_for_type(args[0]), origin)
     if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return _sequence(codec_for_type(args[0]), tuple)
-        return _fixed_tuple([codec_for_type(arg) for arg in args])
+        return _tuple_codec(hint, args)
     if origin is dict and len(args) == 2:
         if args[0] not in _KEY_CODECS:
             raise _UnsupportedType(f"dict key type {args[0]!r}")

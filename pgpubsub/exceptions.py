@@ -38,8 +38,11 @@ class ListenerRegistrationError(PgPubSubError, TypeError):
     """A listener decorator was applied to something it cannot register."""
 
 
-class NotificationContextError(PgPubSubError):
-    """set_notification_context() was called where it cannot take effect."""
+class NotificationContextError(PgPubSubError, RuntimeError):
+    """set_notification_context() was called where it cannot take effect.
+
+    A ``RuntimeError``, as django-pgpubsub 1.3 raised, so ``except RuntimeError`` catches it.
+    """
 
 
 class PayloadError(PgPubSubError, ValueError):

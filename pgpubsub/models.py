@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from django.db import connections, models
 from django.db.models import Q
 from django.utils import timezone
+
+from pgpubsub.channel import BaseChannel, locate_channel
 
 
 def quoted_table(model: type[models.Model], using: str) -> str:
@@ -59,6 +62,24 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.pk}"
+
+    @classmethod
+    def from_channel(cls, channel: type[BaseChannel] | str) -> NotificationQuerySet:
+        """Deprecated django-pgpubsub 1.3 API: the stored notifications of ``channel``.
+
+        Use ``Notification.objects.filter(channel=channel.listen_safe_name())``.
+
+        Raises:
+            ChannelNotFound: ``channel`` is a dotted path that names no channel.
+        """
+        channel_cls = locate_channel(channel)
+        warnings.warn(
+            "Notification.from_channel() is deprecated: use Notification.objects.filter("
+            f"channel={channel_cls.__qualname__}.listen_safe_name()).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.objects.filter(channel=channel_cls.listen_safe_name())
 
     @property
     def status(self) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from pgpubsub import codec, functions
 from pgpubsub.channel import BaseChannel, Channel, locate_channel
@@ -16,6 +18,10 @@ from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import NotificationContextError, PayloadError
 
 _CONTEXT_SETTING = "pgpubsub.notification_context"
+#: libpq's PQTRANS_INERROR: in a transaction block whose statement failed.
+_PQTRANS_INERROR = 3
+
+logger = logging.getLogger(__name__)
 
 
 def _app_label(channel: type[BaseChannel]) -> str:
@@ -86,6 +92,11 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
     ``PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT = True``. Callbacks receive it as ``context``
     when ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS = True``.
 
+    Inside a transaction that has already failed (a statement raised, or Django marked it
+    ``needs_rollback``) it does nothing, as in django-pgpubsub 1.3: the transaction will be
+    rolled back, so it sends no message, and middleware that sets the context after a handled
+    ``IntegrityError`` must not turn the response into an error.
+
     Example::
 
         pgpubsub.set_notification_context({"request_id": request.headers["X-Request-Id"]})
@@ -109,9 +120,26 @@ def set_notification_context(context: dict[str, Any], using: str | None = None) 
             f"Notification context {problem}, which PostgreSQL's jsonb cannot store: "
             "remove that value or encode it differently."
         )
+    if _transaction_failed(connection):
+        logger.warning(
+            "set_notification_context() ignored: the transaction on database %r has already "
+            "failed and will be rolled back, so it sends no message",
+            connection.alias,
+            extra={"action": "context_ignored", "database": connection.alias},
+        )
+        return
     text = json.dumps(context, cls=DjangoJSONEncoder)
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, %s, %s)", [_CONTEXT_SETTING, text, tx_bound])
+
+
+def _transaction_failed(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the connection's transaction can only be rolled back (asks no query)."""
+    if connection.needs_rollback:
+        return True
+    raw = connection.connection
+    # Both drivers report libpq's transaction status; a statement of it has failed.
+    return raw is not None and int(raw.info.transaction_status) == _PQTRANS_INERROR
 
 
 def __getattr__(name: str) -> Any:

@@ -33,6 +33,10 @@ def parse_json(channel: type[BaseChannel], text: str) -> Any:
 def decode_payload(channel: type[BaseChannel], text: str) -> dict[str, Any]:
     """Parse payload JSON into the object callbacks are decoded from."""
     data = parse_json(channel, text)
+    if isinstance(data, str):
+        # A JSON string holding the object: what django-pgpubsub 1.3's notify() stores, and
+        # keeps storing while 1.3 code still runs beside 2.0 during a rolling deploy.
+        data = parse_json(channel, data)
     if not isinstance(data, dict):
         raise ValueError(f"payload of {channel.name()} is not a JSON object: {text[:200]!r}")
     return data

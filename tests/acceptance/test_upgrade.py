@@ -14,12 +14,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
 from django.db import connection
 
+from tests.support import processes
 from tests.support.processes import MANAGE_PY
+
+REPOSITORY = MANAGE_PY.parents[1]
 
 OLD_MIGRATIONS = [
     "0001_initial",
@@ -228,3 +232,117 @@ def test_old_style_trigger_insert_still_stores_after_the_upgrade(
             "available_at <= now() FROM pgpubsub_notification"
         )
         assert cursor.fetchall() == [(0, None, "", True, True)]
+
+
+# --- The steps of docs/guides/upgrading.md, as a django-pgpubsub 1.3.1 user takes them -------
+
+#: What code written for django-pgpubsub 1.3.1 imports (its package's public names).
+CODE_WRITTEN_FOR_1_3 = """
+from pgpubsub import (
+    Channel, TriggerChannel, set_notification_context, listener, pre_save_listener,
+    post_save_listener, pre_insert_listener, post_insert_listener, pre_update_listener,
+    post_update_listener, pre_delete_listener, post_delete_listener, trigger_listener,
+    ListenerFilterProvider, notify, process_stored_notifications,
+)
+from pgpubsub.channel import BaseChannel, ChannelNotFound, locate_channel
+from pgpubsub.channel import set_notification_context as set_context_from_channel
+from pgpubsub.listen import listen, listen_to_channels, process_notifications
+from pgpubsub.listeners import ListenerFilterProvider as FilterFromListeners
+from pgpubsub.models import Notification
+from pgpubsub.notify import notify as notify_from_notify, process_stored_notifications as psn
+from pgpubsub.triggers import Notify
+
+assert set_context_from_channel is set_notification_context
+assert callable(Notification.from_channel) and callable(Channel.deserialize)
+print("imports of 1.3 code: ok")
+"""
+
+
+def test_step_1_code_written_for_1_3_runs_unchanged_after_the_requirement_changes() -> None:
+    result = _manage(processes.test_database_url(), "shell", "-c", CODE_WRITTEN_FOR_1_3.strip())
+
+    assert "imports of 1.3 code: ok" in result.stdout
+
+
+# Step 2, `migrate` with the stored messages kept: the tests above.
+
+#: A test suite as django-pgpubsub 1.3.1 users wrote them, copying its own tests' helpers.
+SUITE_WRITTEN_FOR_1_3 = {
+    "conftest.py": """
+import pytest
+from pgpubsub.listen import listen_to_channels
+
+
+@pytest.fixture
+def pg_connection():
+    return listen_to_channels()
+""",
+    "test_written_for_1_3.py": """
+from dataclasses import dataclass
+from typing import Tuple
+from unittest.mock import patch
+
+import pytest
+from pgpubsub.channel import Channel
+from pgpubsub.listen import listen, process_notifications
+from pgpubsub.models import Notification
+from testapp.channels import AuthorTriggerChannel
+from testapp.models import Author, Post
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_post(pg_connection):
+    Author.objects.create(name="Ann")
+    assert 1 == len(pg_connection.notifies)
+    assert 1 == Notification.from_channel(channel=AuthorTriggerChannel).count()
+    process_notifications(pg_connection)
+    assert 1 == Post.objects.count()
+    assert 0 == Notification.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover(pg_connection):
+    Author.objects.create(name="Bob")
+    pg_connection.notifies = []
+    with patch("pgpubsub.listen.POLL", False):
+        listen(recover=True)
+    assert 1 == Post.objects.count()
+
+
+def test_serialize_round_trip():
+    @dataclass
+    class Words(Channel):
+        words: Tuple[str]
+
+    assert {"words": ("a", "b")} == Words.deserialize(Words(words=("a", "b")).serialize())
+""",
+}
+
+
+def test_step_3_a_test_suite_written_for_1_3_passes_through_the_adapters(tmp_path: Path) -> None:
+    suite = tmp_path
+    for name, text in SUITE_WRITTEN_FOR_1_3.items():
+        (suite / name).write_text(text.lstrip())
+    (suite / "pytest.ini").write_text(
+        f"[pytest]\nDJANGO_SETTINGS_MODULE = testapp.settings\npythonpath = {REPOSITORY}\n"
+    )
+    # Its own database name: pytest-django creates test_<name> (and test_<name>_other), and
+    # drops them when the run ends.
+    env = {k: v for k, v in os.environ.items() if k != "OTHER_DATABASE_URL"}
+    env["DATABASE_URL"] = _url(_server_params(), f"pgpubsub_upgrade_suite_{uuid.uuid4().hex[:8]}")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", "."],
+        cwd=suite,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    # Each adapter says what replaces it.
+    assert "listen_to_channels() is deprecated: in tests, call" in result.stdout
+    assert "process_notifications() is deprecated" in result.stdout
+    assert "POLL is deprecated" in result.stdout

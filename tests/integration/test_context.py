@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.test import override_settings
 
@@ -180,3 +180,39 @@ def test_context_set_by_hand_that_jsonb_refuses_is_left_out_and_the_write_succee
     AuthorFactory.create()
 
     assert stored_contexts() == [{}]
+
+
+def test_context_error_is_a_runtime_error_as_in_django_pgpubsub_1_3() -> None:
+    with (
+        override_settings(PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT=True),
+        pytest.raises(RuntimeError, match=r"inside transaction\.atomic\(\)"),
+    ):
+        pgpubsub.set_notification_context({"user": 7})
+
+
+def _fail_a_statement() -> None:
+    """Make the current transaction fail, as a handled IntegrityError does."""
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("SELECT 1/0")
+
+
+@pytest.mark.parametrize("tx_bound", [True, False])
+def test_context_is_ignored_in_a_transaction_whose_statement_failed(
+    tx_bound: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with override_settings(PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT=tx_bound), transaction.atomic():
+        _fail_a_statement()
+        pgpubsub.set_notification_context({"user": 7})
+        transaction.set_rollback(True)
+
+    assert "set_notification_context() ignored" in caplog.text
+    AuthorFactory.create()
+    assert stored_contexts() in ([None], [{}])  # the context was not set
+
+
+@pytest.mark.parametrize("tx_bound", [True, False])
+def test_context_is_ignored_in_a_transaction_marked_for_rollback(tx_bound: bool) -> None:
+    with override_settings(PGPUBSUB_TX_BOUND_NOTIFICATION_CONTEXT=tx_bound), transaction.atomic():
+        transaction.set_rollback(True)  # as Django does when an inner atomic() failed
+        # Any query would now raise TransactionManagementError.
+        pgpubsub.set_notification_context({"user": 7})

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Max
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, isolate_apps
 
+from pgpubsub import TriggerChannel
 from pgpubsub.connection import ListenConnection
 from pgpubsub.models import Notification
+from pgpubsub.triggers import builtin_trigger
 from testapp.channels import AuthorTriggerChannel, ChildTriggerChannel, MediaTriggerChannel
-from testapp.models import Author, Media
+from testapp.models import Author, Child, Media
 from tests.factories import AuthorFactory, ChildFactory, MediaFactory
 from tests.integration.messaging import (
     notify_sentinel_on_default_connection,
@@ -154,3 +157,71 @@ def test_committed_insert_on_a_lockable_channel_rings_the_doorbell_without_the_p
         (AuthorTriggerChannel.listen_safe_name(), "")
     ]
     assert Notification.objects.count() == 2
+
+
+@isolate_apps("testapp")
+def test_grandchild_row_carries_the_columns_of_every_ancestor_table(
+    isolated_registry: None,
+) -> None:
+    class Animal(models.Model):
+        name = models.CharField(max_length=50)
+
+        class Meta:
+            app_label = "testapp"
+
+    class Dog(Animal):
+        breed = models.CharField(max_length=50)
+
+        class Meta:
+            app_label = "testapp"
+
+    class Puppy(Dog):
+        toy = models.CharField(max_length=50)
+
+        class Meta:
+            app_label = "testapp"
+
+    @dataclass
+    class PuppyChannel(TriggerChannel):
+        model = Puppy
+        lock_notifications = True
+
+    # Tables and trigger live in the test's transaction, rolled back at its end.
+    with connection.schema_editor() as editor:
+        for model in (Animal, Dog, Puppy):
+            editor.create_model(model)
+    builtin_trigger(PuppyChannel, "AFTER", "INSERT").install(Puppy)
+
+    puppy = Puppy.objects.create(name="Rex", breed="collie", toy="ball")
+
+    (payload,) = stored_payloads(PuppyChannel)
+    assert payload["new"] == {
+        "id": puppy.pk,
+        "name": "Rex",
+        "animal_ptr_id": puppy.pk,
+        "breed": "collie",
+        "dog_ptr_id": puppy.pk,
+        "toy": "ball",
+    }
+    new = PuppyChannel.callback_kwargs(payload)["new"]
+    assert (new.name, new.breed, new.toy) == ("Rex", "collie", "ball")
+    assert new.get_deferred_fields() == set()
+
+
+def test_deleted_child_row_carries_its_inherited_columns() -> None:
+    # Installed in the test's transaction only: testapp listens to saves of Child, not deletes.
+    builtin_trigger(ChildTriggerChannel, "AFTER", "DELETE").install(Child)
+    child = ChildFactory.create(toy="kite", name="Ann", born=datetime.date(2019, 5, 4))
+    Notification.objects.all().delete()
+    pk = child.pk
+
+    child.delete()
+
+    (deleted,) = stored_payloads(ChildTriggerChannel)
+    assert deleted["old"] == {
+        "parent_ptr_id": pk,
+        "toy": "kite",
+        "id": pk,
+        "name": "Ann",
+        "born": "2019-05-04",
+    }
