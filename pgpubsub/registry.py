@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,28 @@ class Listener:
     @property
     def key(self) -> tuple[str, str, frozenset[str] | None]:
         return (self.callback.__module__, self.callback.__qualname__, self.triggers)
+
+    @property
+    def label(self) -> str:
+        """The callback's dotted path, e.g. ``"blog.listeners.count_read"``."""
+        return f"{self.callback.__module__}.{self.callback.__qualname__}"
+
+    def signature_problem(self, pass_context: bool) -> str | None:
+        """Why the callback cannot be called with its channel's arguments; None if it can.
+
+        The dispatcher calls it with :meth:`BaseChannel.callback_parameters` as keyword
+        arguments: each must be a parameter (or go to ``**kwargs``), and the callback may
+        require no other.
+        """
+        try:
+            signature = inspect.signature(self.callback)
+        except (TypeError, ValueError):  # a built-in without a signature: nothing to compare
+            return None
+        try:
+            signature.bind(**dict.fromkeys(self.channel.callback_parameters(pass_context)))
+        except TypeError as exc:
+            return str(exc)
+        return None
 
     def accepts(self, payload: dict[str, Any]) -> bool:
         if self.triggers is None:
