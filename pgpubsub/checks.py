@@ -2,7 +2,8 @@
 
 Ids: ``E001`` pgtrigger missing; ``E002``/``E003`` ``PGPUBSUB_LISTENER_FILTER`` unusable;
 ``E004`` a setting outside its range; ``E005`` a setting of the wrong type; ``E006`` a
-database pgpubsub would be migrated into that is not PostgreSQL; ``W001`` a ``PGPUBSUB_*``
+database pgpubsub would be migrated into that is not PostgreSQL; ``E007`` a listener that
+cannot take the arguments of its channel; ``W001`` a ``PGPUBSUB_*``
 setting pgpubsub does not know. Database checks (``manage.py check --database ALIAS``):
 ``W002`` a trigger a listener needs is missing, outdated or disabled.
 """
@@ -18,7 +19,7 @@ from django.core.checks import Warning as CheckWarning
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from pgpubsub.conf import setting_problems, unknown_settings
+from pgpubsub.conf import get_settings, setting_problems, unknown_settings
 from pgpubsub.models import Notification
 from pgpubsub.preflight import trigger_problems, unapplied_migrations
 from pgpubsub.registry import registry
@@ -108,6 +109,32 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         for alias in _pgpubsub_databases()
         if connections[alias].vendor != "postgresql"
     ]
+
+
+@register()
+def check_listeners(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every registered listener can be called with the arguments its channel sends."""
+    if setting_problems():
+        return []  # E004/E005 first: PGPUBSUB_PASS_CONTEXT_TO_LISTENERS may be unusable
+    pass_context = get_settings().pass_context_to_listeners
+    messages: list[CheckMessage] = []
+    for channel in registry.channels():
+        expected = ", ".join(channel.callback_parameters(pass_context))
+        for listener in registry.listeners_for(channel):
+            problem = listener.signature_problem(pass_context)
+            if problem is None:
+                continue
+            messages.append(
+                Error(
+                    f"Listener {listener.label} of channel {channel.name()} cannot be called "
+                    f"with the channel's arguments ({expected}): {problem}.",
+                    hint=f"Give {listener.callback.__name__}() the keyword parameters "
+                    f"{expected} (or **kwargs); each call would fail and use up the message's "
+                    "attempts.",
+                    id="pgpubsub.E007",
+                )
+            )
+    return messages
 
 
 @register(Tags.database)
