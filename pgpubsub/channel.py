@@ -259,9 +259,6 @@ class TriggerChannel(BaseChannel):
         }
 
 
-ChannelType = type[BaseChannel]
-
-
 def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:
     """Return the channel class for a class or its dotted path.
 

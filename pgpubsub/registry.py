@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,8 +137,29 @@ class ChannelRegistry:
         return channel
 
     def clear(self) -> None:
+        """Forget every channel and listener."""
         self._listeners.clear()
         self._by_pg_name.clear()
+
+    @contextmanager
+    def isolated(self) -> Iterator[ChannelRegistry]:
+        """Forget, when the block ends, what was registered inside it (for tests).
+
+        Example::
+
+            with registry.isolated():
+                pgpubsub.listener(MyChannel)(callback)
+                ...  # callback is registered here, and no longer after the block
+        """
+        listeners = {channel: list(found) for channel, found in self._listeners.items()}
+        by_pg_name = dict(self._by_pg_name)
+        try:
+            yield self
+        finally:
+            self._listeners.clear()
+            self._listeners.update(listeners)
+            self._by_pg_name.clear()
+            self._by_pg_name.update(by_pg_name)
 
 
 registry = ChannelRegistry()
