@@ -54,6 +54,7 @@ def test_status_check_exits_non_zero_when_failed_notifications_exceed_the_limit(
 
 def test_status_check_exits_non_zero_when_the_oldest_pending_is_too_old(prepared: None) -> None:
     Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         _status("--check", "--max-age", "60")
+    assert exited.value.code == 1
     _status("--check", "--max-age", "7200")
