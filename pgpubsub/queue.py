@@ -42,10 +42,13 @@ def claim_batch(
     limit: int,
     *,
     using: str,
+    also_named: Sequence[str] = (),
     extra_filter: Q | None = None,
     measure_latency: bool = False,
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    ``also_named``: other names the channel's rows may carry (``BaseChannel.stored_aliases``).
 
     With ``measure_latency``, each message's ``claim_latency`` is read too (a column more
     to compute and decode per row: only when signal receivers want it).
@@ -75,7 +78,7 @@ def claim_batch(
             "WHERE channel = ANY(%s) AND failed_at IS NULL "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            [[channel], *params, limit],
+            [[channel, *also_named], *params, limit],
         )
         rows = cursor.fetchall()
     if measure_latency:
