@@ -40,17 +40,6 @@ def _pg_channel_names(paths: list[str]) -> list[str]:
     return names
 
 
-def _channel_label(pg_name: str) -> str:
-    channel = registry.channel_for(pg_name)
-    return channel.name() if channel is not None else pg_name
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    line = lines[-1].strip() if lines else ""
-    return line if len(line) <= _ERROR_PREVIEW else line[: _ERROR_PREVIEW - 1] + "…"
-
-
 class Command(BaseCommand):
     help = "Inspect and retry pgpubsub's stored notifications."
 
@@ -89,7 +78,7 @@ class Command(BaseCommand):
         )
         status = subcommands.add_parser(
             "status",
-            help="Per channel: pending, retrying and failed notifications, the oldest pending "
+            help="Per channel: new, retrying and failed notifications, the oldest waiting "
             "one's age and the listeners; the workers connected; NOTIFY queue usage.",
         )
         status.add_argument("--json", action="store_true", help="Print JSON for machines.")
@@ -103,7 +92,7 @@ class Command(BaseCommand):
             type=float,
             default=None,
             metavar="SECONDS",
-            help="Seconds the oldest pending may wait.",
+            help="Seconds the oldest waiting notification may wait.",
         )
         status.add_argument(
             "--max-failed",
@@ -138,8 +127,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{'id':>10}  {'attempts':>8}  {'channel':<40}  last error")
         for row in queryset[:limit]:
             self.stdout.write(
-                f"{row.pk:>10}  {row.attempts:>8}  {_channel_label(row.channel):<40}  "
-                f"{_last_line(row.last_error)}"
+                f"{row.pk:>10}  {row.attempts:>8}  {registry.label(row.channel):<40}  "
+                f"{row.error_summary(_ERROR_PREVIEW)}"
             )
         if total > limit:
             self.stdout.write(f"... and {total - limit} more (use --limit).")
@@ -162,13 +151,13 @@ class Command(BaseCommand):
                 raise SystemExit(1)
 
     def _print_status(self, report: StatusReport) -> None:
-        header = f"{'channel':<45} {'pending':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
+        header = f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
         self.stdout.write(header)
         for status in report.channels:
-            age = status.oldest_pending_seconds
+            age = status.oldest_waiting_seconds
             oldest = f"{age:.0f} s" if age is not None else "-"
             self.stdout.write(
-                f"{status.channel:<45} {status.pending:>8} {status.retrying:>8} "
+                f"{status.channel:<45} {status.new:>8} {status.retrying:>8} "
                 f"{status.failed:>7} {oldest:>9}"
             )
             for listener in status.listeners:
