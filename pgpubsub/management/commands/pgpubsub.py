@@ -21,6 +21,9 @@ from pgpubsub.registry import registry
 from pgpubsub.status import StatusReport, collect_status
 
 _ERROR_PREVIEW = 120
+_CHANNEL_HELP = (
+    "A channel's dotted path, or its PostgreSQL name as stored (pgpubsub_7ee40); may be repeated."
+)
 
 
 def _pg_channel_names(paths: list[str]) -> list[str]:
@@ -42,18 +45,37 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.formatter_class = HelpFormatter
-        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            metavar="ALIAS",
+            help="Database alias (default: default). Comes before the subcommand.",
+        )
         subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
         failed = subcommands.add_parser(
             "failed", help="List notifications that exhausted their attempts."
         )
-        failed.add_argument("--channel", action="append", default=[], help="Dotted path.")
-        failed.add_argument("--limit", type=int, default=100, help="At most this many rows.")
+        failed.add_argument(
+            "--channel", action="append", default=[], metavar="DOTTED_PATH", help=_CHANNEL_HELP
+        )
+        failed.add_argument(
+            "--limit", type=int, default=100, metavar="N", help="At most this many rows (100)."
+        )
         retry = subcommands.add_parser(
             "retry", help="Put failed notifications back in the queue (all, or filtered)."
         )
-        retry.add_argument("--channel", action="append", default=[], help="Dotted path.")
-        retry.add_argument("--id", action="append", type=int, default=[], dest="ids")
+        retry.add_argument(
+            "--channel", action="append", default=[], metavar="DOTTED_PATH", help=_CHANNEL_HELP
+        )
+        retry.add_argument(
+            "--id",
+            action="append",
+            type=int,
+            default=[],
+            dest="ids",
+            metavar="ID",
+            help="A failed notification's id; may be repeated.",
+        )
         status = subcommands.add_parser(
             "status",
             help="Per channel: new, retrying and failed notifications, the oldest waiting "
@@ -69,10 +91,15 @@ class Command(BaseCommand):
             "--max-age",
             type=float,
             default=None,
+            metavar="SECONDS",
             help="Seconds the oldest waiting notification may wait.",
         )
         status.add_argument(
-            "--max-failed", type=int, default=None, help="Failed notifications allowed per channel."
+            "--max-failed",
+            type=int,
+            default=None,
+            metavar="N",
+            help="Failed notifications allowed per channel.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
