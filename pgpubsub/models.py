@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import warnings
 from typing import Any
 
 from django.db import connections, models
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from pgpubsub.channel import BaseChannel, locate_channel
@@ -17,14 +20,66 @@ def quoted_table(model: type[models.Model], using: str) -> str:
     return str(connections[using].ops.quote_name(model._meta.db_table))
 
 
+class State(str, enum.Enum):
+    """The state of a stored notification: the one vocabulary of the admin, ``pgpubsub
+    status`` and the metrics. Each stored notification is in exactly one."""
+
+    #: Never attempted.
+    NEW = "new"
+    #: Failed before; waiting for another attempt.
+    RETRYING = "retrying"
+    #: Exhausted its attempts: a dead letter, kept for a person to inspect.
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Each state as a filter; WAITING (not failed: new or retrying) spans two.
+WAITING = Q(failed_at__isnull=True)
+STATE_FILTERS: dict[State, Q] = {
+    State.NEW: WAITING & Q(attempts=0),
+    State.RETRYING: WAITING & Q(attempts__gt=0),
+    State.FAILED: Q(failed_at__isnull=False),
+}
+
+
 class NotificationQuerySet(models.QuerySet["Notification"]):
-    def pending(self) -> NotificationQuerySet:
-        """Notifications still to be delivered (due now or after a retry delay)."""
-        return self.filter(failed_at__isnull=True)
+    """Stored notifications by state (:class:`State`), and the two views across states:
+    due (a worker may claim it now) and in flight (a worker's batch holds it)."""
+
+    def in_state(self, state: State | str) -> NotificationQuerySet:
+        return self.filter(STATE_FILTERS[State(state)])
+
+    def new(self) -> NotificationQuerySet:
+        """Never attempted."""
+        return self.in_state(State.NEW)
+
+    def retrying(self) -> NotificationQuerySet:
+        """Failed at least once; another attempt will come."""
+        return self.in_state(State.RETRYING)
 
     def failed(self) -> NotificationQuerySet:
         """Notifications that exhausted their attempts (dead letters)."""
-        return self.filter(failed_at__isnull=False)
+        return self.in_state(State.FAILED)
+
+    def waiting(self) -> NotificationQuerySet:
+        """Still to be delivered: new or retrying, due now or after a retry delay."""
+        return self.filter(WAITING)
+
+    def pending(self) -> NotificationQuerySet:
+        """The same as :meth:`waiting` (the name of earlier releases)."""
+        return self.waiting()
+
+    def due(self) -> NotificationQuerySet:
+        """Waiting and due now: what a worker claims (``pgpubsub.queue.claim_batch``, whose
+        SQL, on the hot path, spells the same condition)."""
+        return self.filter(WAITING, available_at__lte=Now())
+
+    def in_flight(self) -> NotificationQuerySet:
+        """Named by an in-flight record: in a batch a worker runs (or ran, and died)."""
+        table = quoted_table(InFlightBatch, self.db)
+        return self.filter(pk__in=RawSQL(f"SELECT unnest(notification_ids) FROM {table}", []))
 
 
 class Notification(models.Model):
@@ -82,11 +137,17 @@ class Notification(models.Model):
         return cls.objects.filter(channel=channel_cls.listen_safe_name())
 
     @property
-    def status(self) -> str:
-        """``pending``, ``retrying`` or ``failed``."""
+    def status(self) -> State:
+        """The notification's :class:`State`: ``new``, ``retrying`` or ``failed``."""
         if self.failed_at is not None:
-            return "failed"
-        return "retrying" if self.attempts else "pending"
+            return State.FAILED
+        return State.RETRYING if self.attempts else State.NEW
+
+    def error_summary(self, limit: int = 120) -> str:
+        """The last line of ``last_error`` (the exception), cut to ``limit`` characters."""
+        lines = [line.strip() for line in self.last_error.strip().splitlines() if line.strip()]
+        line = lines[-1] if lines else ""
+        return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class BroadcastPayload(models.Model):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Min, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
@@ -75,6 +75,7 @@ def claim_batch(
             f"SELECT id, payload::text, attempts, "
             f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
             f"FROM {table} "
+            # Notification.objects.due(), spelled out for the plan (see the docstring).
             "WHERE channel = ANY(%s) AND failed_at IS NULL "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -171,24 +172,14 @@ def _requeue(queryset: QuerySet[Notification]) -> int:
 
 def count_due(channels: Sequence[str], *, using: str) -> int:
     """Notifications of ``channels`` waiting to be processed now."""
-    return (
-        Notification.objects.using(using)
-        .filter(channel__in=channels, failed_at__isnull=True, available_at__lte=Now())
-        .count()
-    )
+    return Notification.objects.using(using).due().filter(channel__in=channels).count()
 
 
 def oldest_due_age(channels: Sequence[str], *, using: str) -> float | None:
     """Seconds the oldest due notification of ``channels`` has waited; None if none waits."""
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT extract(epoch FROM statement_timestamp() - min(available_at))::float8 "
-            f"FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
-            "AND failed_at IS NULL AND available_at <= statement_timestamp()",
-            [list(channels)],
-        )
-        (age,) = cursor.fetchone()
-    return None if age is None else float(age)
+    due = Notification.objects.using(using).due().filter(channel__in=channels)
+    oldest = due.aggregate(oldest=Min("available_at"))["oldest"]
+    return None if oldest is None else max((timezone.now() - oldest).total_seconds(), 0.0)
 
 
 def load_broadcast(ref: int, *, using: str) -> str | None:

@@ -53,6 +53,8 @@ class ShutdownPolicy:
     Arguments:
         graceful: called with the signal's name on the first stop request.
         immediate: called with the signal's name on the second SIGTERM/SIGINT, or SIGQUIT.
+        deadline: with ``overdue``, seconds after the first stop request at which ``overdue``
+            is called (on a timer thread) unless :meth:`cancel` was called first.
 
     Example::
 
@@ -62,12 +64,21 @@ class ShutdownPolicy:
     """
 
     def __init__(
-        self, *, graceful: Callable[[str], None], immediate: Callable[[str], None]
+        self,
+        *,
+        graceful: Callable[[str], None],
+        immediate: Callable[[str], None],
+        deadline: float | None = None,
+        overdue: Callable[[], None] = lambda: None,
     ) -> None:
         self._graceful = graceful
         self._immediate = immediate
+        self._deadline = deadline
+        self._overdue = overdue
         self._stop_signals = 0
         self.requested = False
+        #: Calls ``overdue`` at the deadline, once started by the first stop request.
+        self.timer: threading.Timer | None = None
 
     def install(self) -> None:
         """Handle the signals with this policy, then let them in (in the main thread only:
@@ -88,3 +99,12 @@ class ShutdownPolicy:
         elif not self.requested:
             self.requested = True
             self._graceful(name)
+            if self._deadline is not None:
+                self.timer = threading.Timer(self._deadline, self._overdue)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def cancel(self) -> None:
+        """The stop is done: the deadline no longer applies."""
+        if self.timer is not None:
+            self.timer.cancel()

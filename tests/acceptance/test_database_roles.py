@@ -151,4 +151,4 @@ def test_operator_with_the_documented_grants_reads_the_status() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     (task,) = [row for row in report["channels"] if row["pg_name"] == Task.listen_safe_name()]
-    assert task["pending"] == 1
+    assert task["new"] == 1
