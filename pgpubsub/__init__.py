@@ -43,7 +43,7 @@ from pgpubsub.listeners import (
     pre_update_listener,
     trigger_listener,
 )
-from pgpubsub.notify import anotify, notify, set_notification_context
+from pgpubsub.notify import anotify, notify, notify_at, notify_later, set_notification_context
 from pgpubsub.signals import notification_failed, notification_processed
 
 #: The distribution to ``pip install``; the package it installs is imported as ``pgpubsub``.
@@ -85,6 +85,8 @@ __all__ = [
     "notification_failed",
     "notification_processed",
     "notify",
+    "notify_at",
+    "notify_later",
     "post_delete_listener",
     "post_insert_listener",
     "post_save_listener",

@@ -16,7 +16,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from pgpubsub.models import InFlightBatch, Notification
+from pgpubsub.models import STATES, InFlightBatch, Notification, state_filter
 from pgpubsub.queue import requeue_now
 from pgpubsub.registry import registry
 
@@ -52,17 +52,11 @@ class _StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("pending", "Pending"), ("retrying", "Retrying"), ("failed", "Failed")]
+        return [(state, state.capitalize()) for state in STATES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        if value == "pending":
-            return queryset.filter(failed_at__isnull=True, attempts=0)
-        if value == "retrying":
-            return queryset.filter(failed_at__isnull=True, attempts__gt=0)
-        if value == "failed":
-            return queryset.filter(failed_at__isnull=False)
-        return queryset
+        return queryset.filter(state_filter(value)) if value in STATES else queryset
 
 
 class _ChannelFilter(admin.SimpleListFilter):

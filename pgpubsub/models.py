@@ -6,7 +6,7 @@ import warnings
 from typing import Any
 
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from pgpubsub.channel import BaseChannel, locate_channel
@@ -17,14 +17,40 @@ def quoted_table(model: type[models.Model], using: str) -> str:
     return str(connections[using].ops.quote_name(model._meta.db_table))
 
 
+#: What a stored message is waiting for or went through, in one place: ``pending`` (never
+#: tried, due now or later), ``retrying`` (failed at least once, will be tried again),
+#: ``failed`` (a dead letter: out of attempts) and ``handled`` (kept after its callbacks ran,
+#: when ``PGPUBSUB_KEEP_HANDLED`` is set). Pending and retrying messages are queued.
+PENDING, RETRYING, FAILED, HANDLED = "pending", "retrying", "failed", "handled"
+STATES = (PENDING, RETRYING, FAILED, HANDLED)
+
+#: The messages still to be handled (pending or retrying), as a Q and as SQL.
+QUEUED = Q(failed_at__isnull=True, handled_at__isnull=True)
+QUEUED_SQL = "failed_at IS NULL AND handled_at IS NULL"
+
+
+def state_filter(state: str) -> Q:
+    """The messages in ``state`` (one of :data:`STATES`)."""
+    return {
+        PENDING: QUEUED & Q(attempts=0),
+        RETRYING: QUEUED & Q(attempts__gt=0),
+        FAILED: Q(failed_at__isnull=False),
+        HANDLED: Q(handled_at__isnull=False),
+    }[state]
+
+
 class NotificationQuerySet(models.QuerySet["Notification"]):
     def pending(self) -> NotificationQuerySet:
         """Notifications still to be delivered (due now or after a retry delay)."""
-        return self.filter(failed_at__isnull=True)
+        return self.filter(QUEUED)
 
     def failed(self) -> NotificationQuerySet:
         """Notifications that exhausted their attempts (dead letters)."""
-        return self.filter(failed_at__isnull=False)
+        return self.filter(state_filter(FAILED))
+
+    def handled(self) -> NotificationQuerySet:
+        """Handled notifications kept by ``PGPUBSUB_KEEP_HANDLED``."""
+        return self.filter(state_filter(HANDLED))
 
 
 class Notification(models.Model):
@@ -47,16 +73,40 @@ class Notification(models.Model):
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     failed_at = models.DateTimeField(null=True, blank=True)
+    #: The channel's ``ordering_key`` value: messages of one key are handled one at a time,
+    #: in id order.
+    ordering_key = models.TextField(null=True, blank=True)
+    #: When its callbacks ran, for a message kept by ``PGPUBSUB_KEEP_HANDLED``.
+    handled_at = models.DateTimeField(null=True, blank=True)
+    #: The worker that handled it (``pgpubsub worker <pid> on <host>, started <time>``).
+    handled_by = models.TextField(null=True, blank=True)
+    #: For a copy queued by ``manage.py pgpubsub replay``: the id of the original message.
+    replay_of = models.BigIntegerField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
     class Meta:
         app_label = "pgpubsub"
         indexes = [
+            models.Index(fields=["channel", "id"], name="pgpubsub_queue", condition=QUEUED),
+            # Which message of a key comes first (per-key ordering).
             models.Index(
-                fields=["channel", "id"],
-                name="pgpubsub_notification_queue",
-                condition=Q(failed_at__isnull=True),
+                fields=["channel", "ordering_key", "id"],
+                name="pgpubsub_queue_by_key",
+                condition=QUEUED & Q(ordering_key__isnull=False),
+            ),
+            # When the next message stored for later, or retry, is due: rows sent for now
+            # (available_at = created_at) stay out of it, so it costs them nothing.
+            models.Index(
+                fields=["channel", "available_at"],
+                name="pgpubsub_queue_later",
+                condition=QUEUED & Q(available_at__gt=F("created_at")),
+            ),
+            # Pruning and listing the handled messages kept.
+            models.Index(
+                fields=["handled_at"],
+                name="pgpubsub_handled",
+                condition=Q(handled_at__isnull=False),
             ),
         ]
 
@@ -83,10 +133,12 @@ class Notification(models.Model):
 
     @property
     def status(self) -> str:
-        """``pending``, ``retrying`` or ``failed``."""
+        """One of :data:`STATES`."""
+        if self.handled_at is not None:
+            return HANDLED
         if self.failed_at is not None:
-            return "failed"
-        return "retrying" if self.attempts else "pending"
+            return FAILED
+        return RETRYING if self.attempts else PENDING
 
 
 class BroadcastPayload(models.Model):

@@ -18,7 +18,14 @@ from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from pgpubsub.conf import PgPubSubSettings
-from pgpubsub.models import BroadcastPayload, InFlightBatch, Notification, quoted_table
+from pgpubsub.models import (
+    QUEUED,
+    QUEUED_SQL,
+    BroadcastPayload,
+    InFlightBatch,
+    Notification,
+    quoted_table,
+)
 
 _MAX_ERROR_LENGTH = 20_000
 
@@ -72,7 +79,7 @@ def claim_batch(
             f"SELECT id, payload::text, attempts, "
             f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
             f"FROM {table} "
-            "WHERE channel = ANY(%s) AND failed_at IS NULL "
+            f"WHERE channel = ANY(%s) AND {QUEUED_SQL} "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
             [[channel], *params, limit],
@@ -170,7 +177,7 @@ def count_due(channels: Sequence[str], *, using: str) -> int:
     """Notifications of ``channels`` waiting to be processed now."""
     return (
         Notification.objects.using(using)
-        .filter(channel__in=channels, failed_at__isnull=True, available_at__lte=Now())
+        .filter(QUEUED, channel__in=channels, available_at__lte=Now())
         .count()
     )
 
@@ -181,11 +188,29 @@ def oldest_due_age(channels: Sequence[str], *, using: str) -> float | None:
         cursor.execute(
             "SELECT extract(epoch FROM statement_timestamp() - min(available_at))::float8 "
             f"FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
-            "AND failed_at IS NULL AND available_at <= statement_timestamp()",
+            f"AND {QUEUED_SQL} AND available_at <= statement_timestamp()",
             [list(channels)],
         )
         (age,) = cursor.fetchone()
     return None if age is None else float(age)
+
+
+def next_due(channels: Sequence[str], *, using: str) -> dict[str, float]:
+    """Seconds until the earliest queued message of each of ``channels`` that is not due yet
+    (sent for later, or waiting for a retry) becomes due; channels with none are left out.
+
+    Read through the partial index of such messages (``pgpubsub_queue_later``), which
+    messages sent for now never enter: the cost does not grow with the backlog.
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT channel, extract(epoch FROM min(available_at) - statement_timestamp())"
+            f"::float8 FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
+            f"AND {QUEUED_SQL} AND available_at > created_at "
+            "AND available_at > statement_timestamp() GROUP BY channel",
+            [list(channels)],
+        )
+        return {channel: float(seconds) for channel, seconds in cursor.fetchall()}
 
 
 def load_broadcast(ref: int, *, using: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connections
 
 from pgpubsub.connection import WORKER_APPLICATION_NAME
-from pgpubsub.models import Notification, quoted_table
+from pgpubsub.models import QUEUED_SQL, Notification, quoted_table
 from pgpubsub.registry import registry
 
 
@@ -50,13 +50,13 @@ class StatusReport:
         return found
 
 
-_COUNTS = """
+_COUNTS = f"""
 SELECT channel,
-       count(*) FILTER (WHERE failed_at IS NULL AND attempts = 0),
-       count(*) FILTER (WHERE failed_at IS NULL AND attempts > 0),
+       count(*) FILTER (WHERE {QUEUED_SQL} AND attempts = 0),
+       count(*) FILTER (WHERE {QUEUED_SQL} AND attempts > 0),
        count(*) FILTER (WHERE failed_at IS NOT NULL),
-       extract(epoch FROM now() - min(created_at) FILTER (WHERE failed_at IS NULL))
-FROM {table}
+       extract(epoch FROM now() - min(created_at) FILTER (WHERE {QUEUED_SQL}))
+FROM {{table}}
 GROUP BY channel
 """
 

@@ -51,6 +51,9 @@ ISOLATION_PERIOD = 60.0
 
 #: A retry's wake-up comes this long after its due time: the database's clock decides.
 _RETRY_MARGIN = 0.05
+#: A message sent for later is looked up on the database's clock: a wake-up a little early
+#: claims nothing and looks it up again.
+_DUE_MARGIN = 0.002
 
 
 class Mode(enum.Enum):
@@ -106,7 +109,11 @@ class IsolationSchedule:
 
     def retry_scheduled(self, channel: type[BaseChannel], delay: float) -> None:
         """Note that a message of ``channel`` is due again in ``delay`` seconds."""
-        due = self._clock.monotonic() + delay + _RETRY_MARGIN
+        self.due_in(channel, delay + _RETRY_MARGIN)
+
+    def due_in(self, channel: type[BaseChannel], delay: float) -> None:
+        """Note that a message of ``channel`` becomes due in ``delay`` seconds."""
+        due = self._clock.monotonic() + delay
         self._retries[channel] = min(due, self._retries.get(channel, due))
 
     def next_retry(self) -> float | None:
@@ -171,6 +178,15 @@ class StoredProcessor:
         self.journal = journal or inflight.NullJournal()
         self.should_stop = should_stop
         self.schedule = IsolationSchedule(clock)
+
+    def look_up_due(self, channels: Iterable[type[BaseChannel]]) -> None:
+        """Note when the next message of ``channels`` sent for later (or retried by another
+        worker) becomes due, so that the worker wakes then rather than at its next poll."""
+        by_name = {channel.listen_safe_name(): channel for channel in channels}
+        if not by_name:
+            return
+        for name, delay in queue.next_due(list(by_name), using=self.using).items():
+            self.schedule.due_in(by_name[name], delay + _DUE_MARGIN)
 
     def drain(
         self,
