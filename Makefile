@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: demo test docs lint typecheck migrations-check bench bench-smoke clean
+.PHONY: demo test compat docs lint typecheck migrations-check bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/pytest
+
+# django-pgpubsub 1.3.1's own test suite against this pgpubsub (tests/compat/run_1_3_1_suite.py).
+compat: $(BIN)/.installed
+	$(BIN)/python tests/compat/run_1_3_1_suite.py
 
 # The documentation (mkdocs.yml, docs/), built in strict mode into site/.
 docs: $(BIN)/.installed

@@ -6,7 +6,6 @@ Nothing here knows about scenarios; ``scenarios.py`` composes these pieces.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -14,17 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pgpubsub import testing
 
 BENCH_DIR = Path(__file__).resolve().parent
 MANAGE_PY = BENCH_DIR / "manage.py"
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/"
-
-_STARTED_WORKER = re.compile(r"Started worker \d+ \(pid (\d+)\)")
-_READY = "Listening on"
 
 
 class BenchmarkError(Exception):
@@ -107,37 +105,6 @@ def wait_for(
 # --- processes ---------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """Every living descendant of ``pid`` (read from /proc, so no ``ps`` is needed)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces and parentheses: split after it.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        for child in parents.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 def memory_kib(pid: int, key: str) -> int | None:
     """A ``/proc/<pid>/status`` memory figure in KiB, e.g. ``VmHWM`` (peak RSS), or None."""
     try:
@@ -149,42 +116,28 @@ def memory_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def _kill(pids: Sequence[int], signum: int) -> None:
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-
-@dataclass
 class ListenProcess:
-    """A running ``manage.py listen`` whose output goes to a log file."""
+    """A running ``manage.py listen --processes N`` (:class:`pgpubsub.testing.ListenProcess`)."""
 
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    processes: int
-    _known: set[int] = field(default_factory=set)
+    def __init__(self, started: testing.ListenProcess, processes: int) -> None:
+        self.started = started
+        self.process = started.process
+        self.processes = processes
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.started.output()
 
     def worker_pids(self) -> list[int]:
-        """The pids of the workers the supervisor started (from its log)."""
-        pids = [int(pid) for pid in _STARTED_WORKER.findall(self.output())]
-        self._known.update(pids)
-        return pids
+        """The pids of the workers the supervisor started, by worker number."""
+        pids = self.started.worker_pids()
+        return [pids[number] for number in sorted(pids)]
 
     def wait_ready(self, timeout: float = 60.0) -> list[int]:
-        """Wait until every worker logged that it listens; return the worker pids."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise BenchmarkError(
-                    f"listen exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            return self.output().count(_READY) >= self.processes
-
-        wait_for(ready, timeout, f"{self.processes} worker(s) to log {_READY!r}")
-        return self.worker_pids()
+        """Wait until every worker listens (its readiness event); return the worker pids."""
+        try:
+            return self.started.wait_ready(self.processes, timeout)
+        except testing.ListenFailed as exc:
+            raise BenchmarkError(str(exc)) from None
 
     def check_running(self) -> None:
         if self.process.poll() is not None:
@@ -195,20 +148,7 @@ class ListenProcess:
 
     def stop(self) -> None:
         """Stop the supervisor and its whole tree (workers run in process groups of their own)."""
-        self.worker_pids()
-        # Collected before the supervisor goes: its orphaned children would not be found later.
-        tree = set(children(self.process.pid)) | self._known
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=40)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        leftovers = [pid for pid in tree if alive(pid)]
-        _kill(leftovers, signal.SIGKILL)
-        with suppress(BenchmarkError):
-            wait_for(lambda: not any(alive(pid) for pid in leftovers), 10, "workers to exit")
+        self.started.stop(timeout=40)
 
 
 @contextmanager
@@ -216,17 +156,16 @@ def listen_process(
     *args: str, processes: int, env: dict[str, str], log_dir: Path
 ) -> Iterator[ListenProcess]:
     """Run ``manage.py listen --processes N *args`` until the block ends, then stop it."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"listen-{time.time_ns()}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(MANAGE_PY), "listen", "--processes", str(processes), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a Ctrl-C reaches run.py only, which stops the tree
-        )
-    handle = ListenProcess(process, log_path, processes)
+    started = testing.ListenProcess.start(
+        MANAGE_PY,
+        "--processes",
+        str(processes),
+        *args,
+        env=env,
+        log_dir=log_dir,
+        new_session=True,  # a Ctrl-C reaches run.py only, which stops the tree
+    )
+    handle = ListenProcess(started, processes)
     try:
         yield handle
     finally:

@@ -81,6 +81,14 @@ class BaseChannel:
         raise NotImplementedError
 
     @classmethod
+    def callback_parameters(cls, pass_context: bool = False) -> tuple[str, ...]:
+        """The names of the keyword arguments every callback of the channel is called with.
+
+        ``pass_context``: ``PGPUBSUB_PASS_CONTEXT_TO_LISTENERS``.
+        """
+        raise NotImplementedError
+
+    @classmethod
     def deserialize(cls, payload: dict[str, Any] | str) -> dict[str, Any]:
         """Deprecated django-pgpubsub 1.3 API: decode a payload (a dict or its JSON text).
 
@@ -202,6 +210,11 @@ class Channel(BaseChannel):
         return codec.dumps(cls.build_payload(values))
 
     @classmethod
+    def callback_parameters(cls, pass_context: bool = False) -> tuple[str, ...]:
+        # Every field, even one a stored message lacks: callback_kwargs fills in its default.
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
         kwargs = codec.decode_fields(cls.name(), cls._field_codecs, payload.get("kwargs") or {})
         # A message stored before a field was added lacks it: give it the field's default.
@@ -275,6 +288,11 @@ class TriggerChannel(BaseChannel):
         return model
 
     @classmethod
+    def callback_parameters(cls, pass_context: bool = False) -> tuple[str, ...]:
+        # Only trigger payloads carry a context (django-pgpubsub 1.3 passed it to them only).
+        return ("old", "new", "context") if pass_context else ("old", "new")
+
+    @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
         missing = [key for key in ("app", "model") if key not in payload]
         if missing:
@@ -288,9 +306,6 @@ class TriggerChannel(BaseChannel):
             "old": decoder.decode(payload.get("old")),
             "new": decoder.decode(payload.get("new")),
         }
-
-
-ChannelType = type[BaseChannel]
 
 
 def key_text(value: Any) -> str | None:

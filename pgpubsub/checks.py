@@ -1,8 +1,11 @@
 """System checks for pgpubsub's configuration.
 
 Ids: ``E001`` pgtrigger missing; ``E002``/``E003`` ``PGPUBSUB_LISTENER_FILTER`` unusable;
-``E004`` a setting outside its range; ``E005`` a setting of the wrong type; ``W001`` a
-``PGPUBSUB_*`` setting pgpubsub does not know.
+``E004`` a setting outside its range; ``E005`` a setting of the wrong type; ``E006`` a
+database pgpubsub would be migrated into that is not PostgreSQL; ``E007`` a listener that
+cannot take the arguments of its channel; ``W001`` a ``PGPUBSUB_*``
+setting pgpubsub does not know. Database checks (``manage.py check --database ALIAS``):
+``W002`` a trigger a listener needs is missing, outdated or disabled.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings as django_settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
+from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from pgpubsub.conf import setting_problems, unknown_settings
+from pgpubsub.conf import get_settings, setting_problems, unknown_settings
+from pgpubsub.models import Notification
+from pgpubsub.preflight import trigger_problems, unapplied_migrations
+from pgpubsub.registry import registry
 
 
 @register()
@@ -77,3 +84,81 @@ def _check_listener_filter(path: str | None) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _pgpubsub_databases(aliases: Any = None) -> list[str]:
+    """The aliases (of ``aliases``, or all) that pgpubsub's tables may be migrated into."""
+    return [
+        alias
+        for alias in (aliases if aliases is not None else connections)
+        if router.allow_migrate_model(alias, Notification)
+    ]
+
+
+@register()
+def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every database pgpubsub may be migrated into must be PostgreSQL."""
+    return [
+        Error(
+            f"Database {alias!r} is {connections[alias].display_name}, and pgpubsub needs "
+            "PostgreSQL: its migrations and triggers would fail there.",
+            hint=f"Set DATABASES[{alias!r}]['ENGINE'] to 'django.db.backends.postgresql', or "
+            "route pgpubsub's models away from it (a router's allow_migrate).",
+            id="pgpubsub.E006",
+        )
+        for alias in _pgpubsub_databases()
+        if connections[alias].vendor != "postgresql"
+    ]
+
+
+@register()
+def check_listeners(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every registered listener can be called with the arguments its channel sends."""
+    if setting_problems():
+        return []  # E004/E005 first: PGPUBSUB_PASS_CONTEXT_TO_LISTENERS may be unusable
+    pass_context = get_settings().pass_context_to_listeners
+    messages: list[CheckMessage] = []
+    for channel in registry.channels():
+        expected = ", ".join(channel.callback_parameters(pass_context))
+        for listener in registry.listeners_for(channel):
+            problem = listener.signature_problem(pass_context)
+            if problem is None:
+                continue
+            messages.append(
+                Error(
+                    f"Listener {listener.label} of channel {channel.name()} cannot be called "
+                    f"with the channel's arguments ({expected}): {problem}.",
+                    hint=f"Give {listener.callback.__name__}() the keyword parameters "
+                    f"{expected} (or **kwargs); each call would fail and use up the message's "
+                    "attempts.",
+                    id="pgpubsub.E007",
+                )
+            )
+    return messages
+
+
+@register(Tags.database)
+def check_triggers(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The triggers that registered listeners need, compared with those in each database.
+
+    Apps with unapplied migrations are left out: ``migrate`` (which runs database checks
+    before it migrates) is about to install their triggers.
+    """
+    messages: list[CheckMessage] = []
+    for alias in _pgpubsub_databases(databases or ()):
+        if connections[alias].vendor != "postgresql":
+            continue  # E006
+        unapplied = unapplied_migrations(alias)
+        for problem in trigger_problems(registry.channels(), registry, alias, skip_apps=unapplied):
+            messages.append(
+                CheckWarning(
+                    f"Trigger {problem.trigger!r} of model {problem.model._meta.label} (channel "
+                    f"{problem.channel.name()}) is {problem.problem} in database {alias!r}: its "
+                    "listeners are never called.",
+                    hint=f"Run: {problem.fix}",
+                    id="pgpubsub.W002",
+                )
+            )
+    return messages

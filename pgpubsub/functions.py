@@ -257,6 +257,11 @@ def functions_schema() -> str:
     return str(features.schema())
 
 
+def signatures(version: int = CURRENT_VERSION) -> dict[str, str]:
+    """Each function of ``version`` with its argument types, for example for ``ALTER FUNCTION``."""
+    return dict(_VERSIONS[version][0])
+
+
 def qualified(name: str) -> str:
     """``name`` of a pgpubsub function qualified by its quoted schema, for SQL text."""
     return '"' + functions_schema().replace('"', '""') + '".' + name

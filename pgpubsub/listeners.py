@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pgtrigger
+
 from pgpubsub.channel import BaseChannel, TriggerChannel, ensure_dataclass, locate_channel
 from pgpubsub.exceptions import ListenerRegistrationError
 from pgpubsub.filters import ListenerFilterProvider  # noqa: F401  (django-pgpubsub 1.3 path)
@@ -20,10 +22,6 @@ from pgpubsub.triggers import Notify, builtin_trigger, notify_trigger_from
 
 F = TypeVar("F", bound=Callable[..., Any])
 ChannelRef = type[BaseChannel] | str
-
-# Triggers already registered with django-pgtrigger, so that listeners sharing a channel
-# and an operation share one trigger (and one message per change).
-_installed: dict[tuple[str, str], Notify] = {}
 
 
 def _trigger_channel(channel: ChannelRef) -> type[TriggerChannel]:
@@ -38,13 +36,16 @@ def _trigger_channel(channel: ChannelRef) -> type[TriggerChannel]:
 
 
 def _install(channel: type[TriggerChannel], trigger: Notify) -> Notify:
+    """Register ``trigger`` on the channel's model with django-pgtrigger, unless a trigger of
+    that name is registered there already: listeners sharing a channel and an operation
+    share one trigger (and one message per change)."""
     model = channel.get_model()
-    key = (model._meta.label, trigger.name or "")
-    installed = _installed.get(key)
-    if installed is None:
-        trigger.register(model)  # type: ignore[arg-type]
-        installed = _installed[key] = trigger
-    return installed
+    for registered_model, existing in pgtrigger.registered():
+        same = registered_model is model and existing.name == trigger.name
+        if same and isinstance(existing, Notify):
+            return existing
+    trigger.register(model)  # type: ignore[arg-type]
+    return trigger
 
 
 def _register(listener: Listener) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,28 @@ class Listener:
     @property
     def key(self) -> tuple[str, str, frozenset[str] | None]:
         return (self.callback.__module__, self.callback.__qualname__, self.triggers)
+
+    @property
+    def label(self) -> str:
+        """The callback's dotted path, e.g. ``"blog.listeners.count_read"``."""
+        return f"{self.callback.__module__}.{self.callback.__qualname__}"
+
+    def signature_problem(self, pass_context: bool) -> str | None:
+        """Why the callback cannot be called with its channel's arguments; None if it can.
+
+        The dispatcher calls it with :meth:`BaseChannel.callback_parameters` as keyword
+        arguments: each must be a parameter (or go to ``**kwargs``), and the callback may
+        require no other.
+        """
+        try:
+            signature = inspect.signature(self.callback)
+        except (TypeError, ValueError):  # a built-in without a signature: nothing to compare
+            return None
+        try:
+            signature.bind(**dict.fromkeys(self.channel.callback_parameters(pass_context)))
+        except TypeError as exc:
+            return str(exc)
+        return None
 
     def accepts(self, payload: dict[str, Any]) -> bool:
         if self.triggers is None:
@@ -113,8 +137,29 @@ class ChannelRegistry:
         return channel
 
     def clear(self) -> None:
+        """Forget every channel and listener."""
         self._listeners.clear()
         self._by_pg_name.clear()
+
+    @contextmanager
+    def isolated(self) -> Iterator[ChannelRegistry]:
+        """Forget, when the block ends, what was registered inside it (for tests).
+
+        Example::
+
+            with registry.isolated():
+                pgpubsub.listener(MyChannel)(callback)
+                ...  # callback is registered here, and no longer after the block
+        """
+        listeners = {channel: list(found) for channel, found in self._listeners.items()}
+        by_pg_name = dict(self._by_pg_name)
+        try:
+            yield self
+        finally:
+            self._listeners.clear()
+            self._listeners.update(listeners)
+            self._by_pg_name.clear()
+            self._by_pg_name.update(by_pg_name)
 
 
 registry = ChannelRegistry()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
+import itertools
 import logging
 import time
 import traceback
@@ -95,7 +97,9 @@ class IsolationSchedule:
         self._clock = clock
         self._period = period
         self._isolated_until: dict[type[BaseChannel], float] = {}
-        self._retries: dict[type[BaseChannel], float] = {}
+        #: (due time, tie-breaker, channel): a heap, earliest first.
+        self._retries: list[tuple[float, int, type[BaseChannel]]] = []
+        self._scheduled = itertools.count()
 
     def mode(self, channel: type[BaseChannel]) -> Mode:
         until = self._isolated_until.get(channel)
@@ -114,19 +118,21 @@ class IsolationSchedule:
     def due_in(self, channel: type[BaseChannel], delay: float) -> None:
         """Note that a message of ``channel`` becomes due in ``delay`` seconds."""
         due = self._clock.monotonic() + delay
-        self._retries[channel] = min(due, self._retries.get(channel, due))
+        # Looked up again at every poll: a time already noted is not noted twice.
+        if not any(at <= due and noted is channel for at, _, noted in self._retries):
+            heapq.heappush(self._retries, (due, next(self._scheduled), channel))
 
     def next_retry(self) -> float | None:
         """The clock time at which the earliest retry noted is due, if any."""
-        return min(self._retries.values(), default=None)
+        return self._retries[0][0] if self._retries else None
 
     def due_retries(self) -> list[type[BaseChannel]]:
-        """The channels whose noted retries are due now (forgotten once returned)."""
+        """The channels with a noted retry due now, each once (forgotten once returned)."""
         now = self._clock.monotonic()
-        due = [channel for channel, at in self._retries.items() if at <= now]
-        for channel in due:
-            del self._retries[channel]
-        return due
+        due: dict[type[BaseChannel], None] = {}
+        while self._retries and self._retries[0][0] <= now:
+            due[heapq.heappop(self._retries)[2]] = None
+        return list(due)
 
 
 @dataclass

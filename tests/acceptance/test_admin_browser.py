@@ -124,7 +124,7 @@ def test_admin_retries_a_failed_notification_that_a_worker_then_processes_and_de
     to_retry, to_delete = seed()
     django_user_model.objects.create_superuser("oncall", "oncall@example.com", "not-secret")
     worker = listen("--worker", "--channels", "testapp.channels.Task")
-    worker.wait_for_output("Listening on")
+    worker.wait_for_workers(1)
     # A page may be replaced between finding an element and reading it: poll again then.
     wait = WebDriverWait(
         browser, 15, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)

@@ -23,7 +23,7 @@ def test_channels_option_runs_only_the_named_channels(listen: StartListen) -> No
     Author.objects.create(name="not listened to")
 
     process = listen("--worker", "--channels", "testapp.channels.Task")
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     pgpubsub.notify(Task, key="listened to")
     # The worker drained its channels at start, before serving this message.
     wait_for(
@@ -43,7 +43,7 @@ def test_exclude_channels_option_runs_every_channel_but_the_named_ones(
     Author.objects.create(name="not listened to")
 
     process = listen("--worker", "--exclude-channels", "testapp.channels.AuthorTriggerChannel")
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     pgpubsub.notify(Task, key="listened to")
     pgpubsub.notify(Announcement, text="heard")
     wait_for(

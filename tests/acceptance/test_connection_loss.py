@@ -39,7 +39,7 @@ def test_worker_reconnects_after_its_backends_are_terminated(listen: StartListen
         timeout=POLL_INTERVAL + RECONNECT_TIME,
         message="the task sent after the connections were cut",
     )
-    process.wait_for_output("Listening on", count=2)
+    process.wait_listening(2)
     new_backends = backend_pids(worker)
     process.stop()
 

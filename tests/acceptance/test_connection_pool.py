@@ -68,7 +68,7 @@ def test_pooled_workers_receive_notifications_on_their_own_listen_connection(
         env={**POOLED, "PGPUBSUB_POLL_INTERVAL": "60"},
     )
     workers = process.wait_for_workers(2)
-    process.wait_for_output("Listening on", count=2)
+    process.wait_listening(2)
 
     keys = [f"pooled {number:02}" for number in range(40)]
     for key in keys:

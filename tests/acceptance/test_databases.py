@@ -21,7 +21,7 @@ def ledger_balance(ledger: Ledger) -> Decimal:
 
 def test_workers_of_two_databases_each_process_their_own_messages(listen: StartListen) -> None:
     on_default = listen("--worker")
-    on_default.wait_for_output("Listening on")
+    on_default.wait_for_workers(1)
     ledger = Ledger.objects.create(name="cash")
     LedgerEntry.objects.create(ledger=ledger, amount=Decimal("2.50"))
     authors = Author.objects.bulk_create([Author(name=f"writer {n}") for n in range(5)])
@@ -32,7 +32,7 @@ def test_workers_of_two_databases_each_process_their_own_messages(listen: StartL
     assert ledger_balance(ledger) == 0
 
     on_other = listen("--worker", "--database", "other")
-    on_other.wait_for_output("of database 'other'")
+    on_other.wait_for_workers(1)
     LedgerEntry.objects.bulk_create(
         [LedgerEntry(ledger=ledger, amount=Decimal("0.50")) for _ in range(20)]
     )

@@ -53,8 +53,8 @@ def test_message_of_a_worker_killed_mid_callback_is_processed_once_by_another(
 ) -> None:
     first = listen("--worker", "--channels", TASK)
     second = listen("--worker", "--channels", TASK)
-    first.wait_for_output("Listening on")
-    second.wait_for_output("Listening on")
+    first.wait_for_workers(1)
+    second.wait_for_workers(1)
 
     pgpubsub.notify(Task, key="slow", sleep=2.0)
     busy = wait_for(
@@ -87,8 +87,10 @@ def test_message_of_a_worker_killed_mid_callback_is_processed_once_by_its_replac
     pgpubsub.notify(Task, key="slow", sleep=2.0)
     wait_for(lambda: holds_open_transaction(killed), message="the worker to claim the task")
     os.kill(killed, signal.SIGKILL)
-    process.wait_for_output("Started worker 0", count=2)
-    replacement = process.worker_pids()[0]
+    replacement = wait_for(
+        lambda: process.worker_pids()[0] != killed and process.worker_pids()[0],
+        message="the supervisor to start a replacement",
+    )
 
     wait_for(
         lambda: not Notification.objects.exists(),
@@ -106,7 +108,7 @@ def test_poison_message_is_marked_failed_without_blocking_the_others(
     listen: StartListen,
 ) -> None:
     process = listen("--worker", "--channels", TASK)
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
 
     # One transaction: the poison message is claimed in the same batch as the good ones.
     with transaction.atomic():
@@ -178,7 +180,7 @@ def drop_flaky_outage() -> None:
 @pytest.mark.usefixtures("failing_inserts_of_flaky_events")
 def test_retry_requeues_a_failed_message_which_then_runs_once(listen: StartListen) -> None:
     process = listen("--worker", "--channels", TASK)
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
 
     pgpubsub.notify(Task, key="flaky")
     pgpubsub.notify(Task, key="fine")

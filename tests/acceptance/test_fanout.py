@@ -40,8 +40,8 @@ def test_two_listen_processes_both_handle_every_message(
     first = listen("--worker", "--channels", channel)
     second = listen("--worker", "--channels", channel)
     # Fan-out messages are not stored: send only once both workers listen.
-    first.wait_for_output("Listening on")
-    second.wait_for_output("Listening on")
+    first.wait_for_workers(1)
+    second.wait_for_workers(1)
 
     keys = [send(number) for number in range(5)]
     events = ListenerEvent.objects.filter(listener=listener)

@@ -50,7 +50,7 @@ def test_worker_metrics_count_processed_retried_and_failed_messages(
 ) -> None:
     port = free_port()
     process = listen("--worker", "--channels", TASK, "--metrics-port", str(port))
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     assert f"Serving metrics on http://0.0.0.0:{port}/metrics" in process.output()
     before = scrape(port)
     assert before is not None

@@ -52,7 +52,7 @@ def test_without_recover_stored_messages_are_found_within_the_poll_interval(
     pgpubsub.notify(Task, key="stored before start")
 
     process = listen("--worker", "--channels", "testapp.channels.Task")
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     wait_for(
         lambda: not Notification.objects.exists(),
         timeout=POLL_INTERVAL + MARGIN,

@@ -46,7 +46,7 @@ def test_sigterm_stops_an_idle_supervisor_and_all_its_workers_with_exit_code_0(
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_stops_an_idle_single_worker_with_exit_code_0(listen: StartListen) -> None:
     process = listen("--worker")
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     assert descendants(process.pid) == []  # the worker runs in the command's process
     started = time.monotonic()
     process.signal(signal.SIGTERM)
@@ -88,7 +88,7 @@ def test_worker_stopped_before_a_slow_callback_ends_leaves_the_message_stored(
     process = listen(
         "--worker", "--channels", TASK, env={"PGPUBSUB_SHUTDOWN_TIMEOUT": shutdown_timeout}
     )
-    process.wait_for_output("Listening on")
+    process.wait_for_workers(1)
     pgpubsub.notify(Task, key="slow", sleep=3.0)
     wait_for(lambda: holds_open_transaction(process.pid), message="the worker to claim the task")
 

@@ -16,13 +16,8 @@ from tests.integration.messaging import SENTINEL
 @pytest.fixture
 def isolated_registry() -> Iterator[None]:
     """Listeners a test registers are forgotten when it ends."""
-    listeners = {channel: list(found) for channel, found in registry._listeners.items()}
-    by_pg_name = dict(registry._by_pg_name)
-    yield
-    registry._listeners.clear()
-    registry._listeners.update(listeners)
-    registry._by_pg_name.clear()
-    registry._by_pg_name.update(by_pg_name)
+    with registry.isolated():
+        yield
 
 
 @pytest.fixture

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.db import connection, connections
 
-MANAGE_PY = Path(__file__).resolve().parents[2] / "testapp" / "manage.py"
+from pgpubsub import testing
+from pgpubsub.testing import descendants, is_running  # noqa: F401 (for the tests)
 
-_STARTED_WORKER = re.compile(r"Started worker (\d+) \(pid (\d+)\)")
+MANAGE_PY = Path(__file__).resolve().parents[2] / "testapp" / "manage.py"
 
 
 def wait_for(
@@ -58,22 +57,12 @@ def test_database_env() -> dict[str, str]:
     }
 
 
-@dataclass
-class ListenProcess:
-    """A running ``manage.py listen``; its combined output goes to a log file."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    _closed: bool = field(default=False)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+class ListenProcess(testing.ListenProcess):
+    """A running ``manage.py listen`` (see :class:`pgpubsub.testing.ListenProcess`)."""
 
     def wait_for_output(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+        """Wait until the output holds ``text`` ``count`` times (what is logged, not readiness:
+        wait for that with :meth:`wait_for_workers`)."""
         wait_for(
             lambda: self.output().count(text) >= count or self.process.poll() is not None,
             timeout,
@@ -91,95 +80,23 @@ class ListenProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self.process.wait(timeout=timeout)
 
-    def worker_pids(self) -> dict[int, int]:
-        """The pid of each supervised worker slot, as the supervisor last logged it."""
-        return {int(slot): int(pid) for slot, pid in _STARTED_WORKER.findall(self.output())}
-
     def wait_for_workers(self, count: int, timeout: float = 30.0) -> list[int]:
-        """Wait until ``count`` workers listen; return the workers' pids, slot by slot."""
-        self.wait_for_output("Listening on", count=count, timeout=timeout)
-        pids = self.worker_pids()
-        return [pids[slot] for slot in sorted(pids)]
-
-    def stop(self) -> None:
-        """Stop the process and every worker it started."""
-        # Remember the tree first: once the parent exits, its orphans are no longer found
-        # through it. Workers it logged are remembered too, in case it was killed already.
-        tree = {*descendants(self.process.pid), *self.worker_pids().values()}
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=20)
-        # Kill the whole tree: workers run in process groups of their own.
-        for pid in {*tree, *descendants(self.process.pid)}:
-            if is_running(pid) and _started_by_listen(pid):
-                _kill(pid)
-        if self.process.poll() is None:
-            _kill(self.process.pid)
-            self.process.wait(timeout=10)
-
-
-def is_running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # The state follows the command name, which is in parentheses and may contain spaces.
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _started_by_listen(pid: int) -> bool:
-    """Whether ``pid`` runs ``manage.py`` or a multiprocessing child (not a reused pid)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "manage.py" in command or "multiprocessing" in command
-
-
-def descendants(pid: int) -> list[int]:
-    """Children of ``pid``, their children, and so on."""
-    children: list[int] = []
-    try:
-        listing = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-        ).stdout
-    except FileNotFoundError:
-        return children
-    for line in listing.split():
-        child = int(line)
-        children.append(child)
-        children.extend(descendants(child))
-    return children
-
-
-def _kill(pid: int) -> None:
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        """Wait until ``count`` workers listen; return the workers' pids, by worker number."""
+        return self.wait_ready(count, timeout)
 
 
 @contextmanager
 def listen_process(*args: str, env: dict[str, str] | None = None) -> Iterator[ListenProcess]:
     """Run ``manage.py listen *args`` against the test database until the block ends."""
-    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (outlives this statement)
-        prefix="pgpubsub-listen-", suffix=".log", delete=False
-    )
+    log_dir = tempfile.mkdtemp(prefix="pgpubsub-listen-")
     full_env = {**os.environ, **test_database_env()}
     full_env.update(env or {})
-    process = subprocess.Popen(
-        [sys.executable, str(MANAGE_PY), "listen", *args],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=full_env,
-    )
-    handle = ListenProcess(process, Path(log_file.name))
+    handle = ListenProcess.start(MANAGE_PY, *args, env=full_env, log_dir=log_dir)
     try:
         yield handle
     finally:
-        handle.stop()
-        log_file.close()
-        os.unlink(log_file.name)
+        handle.stop(timeout=20)
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> str:

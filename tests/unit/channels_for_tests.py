@@ -39,3 +39,18 @@ class EveryType(Channel):
     raw_list: list = field(default_factory=list)  # a bare container travels as JSON
     label: str = "default label"
     extras: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Bulletin(Channel):
+    """A fan-out channel (the worker loop's unit tests)."""
+
+    text: str
+
+
+@dataclass
+class Chore(Channel):
+    """A lockable channel (the worker loop's unit tests)."""
+
+    name: str
+    lock_notifications = True

@@ -14,6 +14,7 @@ from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelNotFound, ListenOptionsError, SettingsError
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.options import LogOptions, WorkerOptions, select_channels
+from pgpubsub.preflight import DatabaseNotReady, require_ready
 from pgpubsub.registry import registry
 from pgpubsub.supervisor import Supervisor, configure_logging
 from pgpubsub.worker import create_worker
@@ -113,6 +114,13 @@ class Command(BaseCommand):
             "channels with lock_notifications = True can be served this way.",
         )
         parser.add_argument(
+            "--allow-missing-triggers",
+            action="store_true",
+            help="Start even if a trigger that a selected channel's listeners need is not "
+            "installed in the database (each one is logged as an error). Without it, listen "
+            "refuses to start and names the command that installs the trigger.",
+        )
+        parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
             help="Database alias to listen on (default: 'default').",
@@ -166,10 +174,19 @@ class Command(BaseCommand):
             ready_file=options["ready_file"],
         )
         try:
-            select_channels(worker_options, registry)
+            selected = select_channels(worker_options, registry)
         except (ChannelNotFound, ListenOptionsError) as exc:
             raise CommandError(str(exc)) from None
         configure_logging(log)
+        try:
+            require_ready(
+                selected,
+                registry,
+                worker_options.using,
+                allow_missing_triggers=options["allow_missing_triggers"],
+            )
+        except DatabaseNotReady as exc:
+            raise CommandError(str(exc)) from None
         if options["worker"]:
             code = create_worker(worker_options, settings).run()
         else:

@@ -15,6 +15,7 @@ from pgpubsub.channel import locate_channel
 from pgpubsub.exceptions import ChannelNotFound
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.models import Notification
+from pgpubsub.preflight import DatabaseNotReady, require_migrated
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
 from pgpubsub.status import StatusReport, collect_status
@@ -84,10 +85,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
+        channels = _pg_channel_names(options.get("channel") or [])
+        try:
+            require_migrated(using)
+        except DatabaseNotReady as exc:
+            raise CommandError(str(exc)) from None
         if options["subcommand"] == "failed":
-            self._failed(using, _pg_channel_names(options["channel"]), options["limit"])
+            self._failed(using, channels, options["limit"])
         elif options["subcommand"] == "retry":
-            self._retry(using, _pg_channel_names(options["channel"]), options["ids"])
+            self._retry(using, channels, options["ids"])
         else:
             self._status(using, options)
 

@@ -9,10 +9,7 @@ then stops the workers, writes more while nothing listens, and starts
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +25,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Q
 
 import pgpubsub
+from pgpubsub import testing
 from pgpubsub.conf import get_settings
 from pgpubsub.models import Notification, NotificationQuerySet
 from testapp import embedded_db
@@ -48,74 +46,28 @@ class DemoFailed(Exception):
     """The demo could not go on; the message says why."""
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc on Linux, ``pgrep -P`` elsewhere)."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        found = []
-        for stat in proc.glob("[0-9]*/stat"):
-            with suppress(OSError, ValueError, IndexError):
-                # The command name (field 2) may hold spaces; fields after ")" are fixed.
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(stat.parent.name))
-        return found
-    try:
-        output = subprocess.run(
-            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
-        ).stdout
-    except FileNotFoundError:
-        return []
-    return [int(word) for word in output.split()]
-
-
-def _descendants(pid: int) -> list[int]:
-    result = []
-    for child in _children(pid):
-        result.append(child)
-        result.extend(_descendants(child))
-    return result
-
-
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-@dataclass
-class ListenProcess:
-    """A ``manage.py listen`` subprocess, its log file, and the part of it already shown."""
+class ListenProcess(testing.ListenProcess):
+    """A ``manage.py listen`` subprocess (:class:`pgpubsub.testing.ListenProcess`), and the
+    part of its log already shown."""
 
-    args: tuple[str, ...]
-    process: subprocess.Popen[bytes]
-    log_path: Path
     _shown: int = 0
-    _partial: str = field(default="")
+    _partial: str = ""
 
     @classmethod
-    def start(cls, *args: str) -> ListenProcess:
-        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed once the child has it)
-            prefix="pgpubsub-demo-listen-", suffix=".log", delete=False
+    def start_demo(cls, *args: str) -> ListenProcess:
+        return cls.start(
+            MANAGE_PY,
+            *args,
+            "--logformat",
+            "%(levelname)s %(processName)s: %(message)s",
+            log_dir=tempfile.gettempdir(),
+            # Ctrl-C reaches the demo only; the demo then stops listen with one SIGTERM.
+            new_session=True,
         )
-        with log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(MANAGE_PY),
-                    "listen",
-                    *args,
-                    "--logformat",
-                    "%(levelname)s %(processName)s: %(message)s",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                # Ctrl-C reaches the demo only; the demo then stops listen with one SIGTERM.
-                start_new_session=True,
-            )
-        return cls(args, process, Path(log.name))
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def new_lines(self) -> list[str]:
         """Complete log lines written since the previous call."""
@@ -124,22 +76,13 @@ class ListenProcess:
         *lines, self._partial = (self._partial + chunk).split("\n")
         return lines
 
-    def wait_ready(self, workers: int, timeout: float, echo: Callable[[str], None]) -> None:
-        """Wait until ``workers`` workers log "Listening on"; echo interesting lines."""
-        deadline = time.monotonic() + timeout
-        while self.output().count("Listening on") < workers:
-            self.echo_new_lines(echo)
-            if self.process.poll() is not None:
-                raise DemoFailed(
-                    f"`listen {' '.join(self.args)}` exited with code {self.process.returncode} "
-                    f"before it was ready:\n{self.output()}"
-                )
-            if time.monotonic() > deadline:
-                raise DemoFailed(
-                    f"`listen {' '.join(self.args)}` was not listening after {timeout:.0f} s:\n"
-                    f"{self.output()}"
-                )
-            time.sleep(0.1)
+    def wait_ready_echoing(self, workers: int, timeout: float, echo: Callable[[str], None]) -> None:
+        """Wait until ``workers`` workers listen (their readiness events); echo interesting
+        log lines meanwhile."""
+        try:
+            self.wait_ready(workers, timeout, on_tick=lambda: self.echo_new_lines(echo))
+        except testing.ListenFailed as exc:
+            raise DemoFailed(f"`listen {' '.join(self.args)}`: {exc}\n{self.output()}") from None
         self.echo_new_lines(echo)
 
     def echo_new_lines(self, echo: Callable[[str], None]) -> None:
@@ -147,36 +90,11 @@ class ListenProcess:
             if any(marker in line for marker in SHOWN_LOG_LINES):
                 echo(f"  listen | {line}")
 
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM the supervisor (it stops its workers) and wait; kill the tree if overdue.
-
-        Returns the exit code of ``listen``. Workers run in process groups of their own, so
-        the tree is collected by parent PID before anything is signalled.
-        """
-        tree = _descendants(self.process.pid)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                for pid in [*tree, *_descendants(self.process.pid)]:
-                    with suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                self.process.kill()
-                self.process.wait(timeout=10)
-        # Stragglers (e.g. multiprocessing's resource tracker) exit with their parent.
-        deadline = time.monotonic() + 3.0
-        while any(embedded_db.process_alive(pid) for pid in tree) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in tree:
-            if embedded_db.process_alive(pid):
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        return self.process.returncode
-
     def remove_log(self) -> None:
         with suppress(OSError):
             self.log_path.unlink()
+        with suppress(OSError):
+            self.ready_path.unlink()
 
 
 @dataclass
@@ -339,9 +257,9 @@ class Command(BaseCommand):
 
     def start_listen(self, *args: str) -> ListenProcess:
         self.say(f"Starting `manage.py listen {' '.join(args)}` ...")
-        listen = ListenProcess.start(*args)
+        listen = ListenProcess.start_demo(*args)
         try:
-            listen.wait_ready(PROCESSES, READY_TIMEOUT, self.say)
+            listen.wait_ready_echoing(PROCESSES, READY_TIMEOUT, self.say)
         except BaseException:
             listen.stop(self.stop_timeout())
             listen.remove_log()
