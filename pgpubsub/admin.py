@@ -16,7 +16,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from pgpubsub.models import STATES, InFlightBatch, Notification, state_filter
+from pgpubsub.models import STATE_FILTERS, InFlightBatch, Notification, State
 from pgpubsub.queue import requeue_now
 from pgpubsub.registry import registry
 
@@ -52,11 +52,13 @@ class _StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(state, state.capitalize()) for state in STATES]
+        return [(state.value, state.value.capitalize()) for state in State]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(state_filter(value)) if value in STATES else queryset
+        if value in {state.value for state in State}:
+            return queryset.filter(STATE_FILTERS[State(value)])
+        return queryset
 
 
 class _ChannelFilter(admin.SimpleListFilter):
@@ -69,12 +71,6 @@ class _ChannelFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(channel=value) if value else queryset
-
-
-def channel_label(pg_name: str) -> str:
-    """The dotted path of a stored channel name, when the channel is registered."""
-    channel = registry.channel_for(pg_name)
-    return channel.name() if channel is not None else pg_name
 
 
 @admin.register(Notification)
@@ -110,11 +106,11 @@ class NotificationAdmin(_ModelAdmin):
 
     @admin.display(description="channel", ordering="channel")
     def channel_name(self, obj: Notification) -> str:
-        return channel_label(obj.channel)
+        return registry.label(obj.channel)
 
     @admin.display(description="status")
     def status_label(self, obj: Notification) -> str:
-        return obj.status
+        return str(obj.status)
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: Notification) -> str:
@@ -122,8 +118,7 @@ class NotificationAdmin(_ModelAdmin):
 
     @admin.display(description="last error")
     def error_summary(self, obj: Notification) -> str:
-        lines = [line for line in obj.last_error.strip().splitlines() if line.strip()]
-        return lines[-1][:120] if lines else ""
+        return obj.error_summary()
 
     @admin.display(description="payload")
     def formatted_payload(self, obj: Notification) -> str:

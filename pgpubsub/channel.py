@@ -25,6 +25,8 @@ from pgpubsub.conf import get_settings
 from pgpubsub.exceptions import ChannelDefinitionError, ChannelNotFound, PayloadError
 
 _PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: The length of Notification.channel: 1.3 could not store a longer dotted path.
+_CHANNEL_COLUMN_LENGTH = 63
 
 
 @dataclasses.dataclass
@@ -74,6 +76,11 @@ class BaseChannel:
     @classmethod
     def is_trigger_channel(cls) -> bool:
         return issubclass(cls, TriggerChannel)
+
+    @classmethod
+    def stored_aliases(cls) -> tuple[str, ...]:
+        """Names other than :meth:`listen_safe_name` that its stored notifications may carry."""
+        return ()
 
     @classmethod
     def callback_kwargs(cls, payload: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +215,15 @@ class Channel(BaseChannel):
         )
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(cls)}
         return codec.dumps(cls.build_payload(values))
+
+    @classmethod
+    def stored_aliases(cls) -> tuple[str, ...]:
+        """The dotted path, under which django-pgpubsub 1.3's ``notify()`` stored messages.
+
+        1.3 code still running beside pgpubsub 2 (a rolling deploy) keeps storing them so.
+        """
+        name = cls.name()
+        return (name,) if cls.lock_notifications and len(name) <= _CHANNEL_COLUMN_LENGTH else ()
 
     @classmethod
     def callback_parameters(cls, pass_context: bool = False) -> tuple[str, ...]:

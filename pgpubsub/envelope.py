@@ -9,10 +9,12 @@ message itself, in one of three shapes:
   ``pgpubsub_broadcastpayload`` under ``ID`` for ``PGPUBSUB_BROADCAST_RETENTION`` seconds;
 - ``PAYLOAD`` alone: sent by a django-pgpubsub 1.3 trigger, still accepted.
 
-The envelopes are written by the SQL function ``pgpubsub_send_v1``, frozen in migration
-``0007_reliable_delivery``; :data:`PAYLOAD_KEY` and :data:`REFERENCE_KEY` are the Python
-side's one spelling of its keys. Anyone who can connect can NOTIFY any channel, so
-:func:`decode` accepts any text and raises only :class:`UnreadableEnvelope`.
+The envelopes are written by the SQL functions ``pgpubsub_send_v1`` (frozen in migration
+``0007_reliable_delivery``) and ``pgpubsub_send_v2`` (:mod:`pgpubsub.functions`, migration
+``0009``); :data:`PAYLOAD_KEY` and :data:`REFERENCE_KEY` are the Python side's one spelling of
+their keys (a unit test checks that the SQL spells them the same). Anyone who can connect
+can NOTIFY any channel, so :func:`decode` accepts any text and raises only
+:class:`UnreadableEnvelope`.
 """
 
 from __future__ import annotations

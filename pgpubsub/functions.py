@@ -13,7 +13,7 @@ pgpubsub is installed (``current_schema()`` at ``migrate`` time), where Django c
 pgpubsub's tables.
 
 They are installed before any migration runs (a ``pre_migrate`` receiver, see
-:mod:`pgpubsub.apps`) and by migration ``0009``, whichever comes first; installing them
+:mod:`pgpubsub.installation`) and by migration ``0009``, whichever comes first; installing them
 again changes nothing, so an administrator's ``ALTER FUNCTION ... SECURITY DEFINER`` and
 grants stay.
 """

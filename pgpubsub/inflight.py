@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from django.db import connections
 
-from pgpubsub.models import QUEUED_SQL, InFlightBatch, Notification, quoted_table
+from pgpubsub.models import WAITING_SQL, InFlightBatch, Notification, quoted_table
 
 
 class AutocommitConnection(Protocol):
@@ -174,6 +174,6 @@ def prune(*, using: str) -> int:
         cursor.execute(
             f"DELETE FROM {quoted_table(InFlightBatch, using)} AS record WHERE NOT EXISTS ("
             f"SELECT 1 FROM {quoted_table(Notification, using)} AS message "
-            f"WHERE message.id = ANY(record.notification_ids) AND {QUEUED_SQL})"
+            f"WHERE message.id = ANY(record.notification_ids) AND {WAITING_SQL})"
         )
         return int(cursor.rowcount)

@@ -20,7 +20,7 @@ from pgpubsub.connection import driver_module
 from pgpubsub.exceptions import ChannelNotFound
 from pgpubsub.fanout import FanoutProcessor
 from pgpubsub.filters import ListenerFilterProvider
-from pgpubsub.options import WorkerOptions
+from pgpubsub.options import WorkerOptions, select_channels
 from pgpubsub.registry import registry
 from pgpubsub.stored import StoredProcessor, process_stored_notifications
 from pgpubsub.worker import create_worker
@@ -61,9 +61,10 @@ def listen(
         using=using,
     )
     if globals().get("POLL", True) is False:
-        selected = registry.select(include=options.channels, exclude=options.exclude_channels)
-        if recover and selected:
-            process_stored_notifications(selected, using=using)
+        selected = select_channels(options, registry)
+        lockable = [channel for channel in selected if channel.lock_notifications]
+        if recover and lockable:
+            process_stored_notifications(lockable, using=using)
         return 0
     return create_worker(options).run()
 

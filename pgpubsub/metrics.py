@@ -142,7 +142,8 @@ class WorkerMetrics:
 class BacklogCollector:
     """Gauges of the stored notifications, read from the database at each scrape.
 
-    ``pgpubsub_backlog{channel, status}`` (status ``pending``, ``retrying`` or ``failed``),
+    ``pgpubsub_backlog{channel, status}`` (status ``new``, ``retrying`` or ``failed``, see
+    :class:`pgpubsub.models.State`),
     ``pgpubsub_backlog_oldest_seconds{channel}``, ``pgpubsub_workers_connected`` and
     ``pgpubsub_notify_queue_usage_ratio``: the numbers of ``manage.py pgpubsub status``, for
     the channels that store their messages. Every worker reports the same values; aggregate
@@ -176,11 +177,10 @@ class BacklogCollector:
         for status in report.channels:
             if status.lockable is False:
                 continue  # fan-out messages are never stored
-            backlog.add_metric([status.channel, "pending"], status.pending)
-            backlog.add_metric([status.channel, "retrying"], status.retrying)
-            backlog.add_metric([status.channel, "failed"], status.failed)
-            if status.oldest_pending_seconds is not None:
-                oldest.add_metric([status.channel], status.oldest_pending_seconds)
+            for state, count in status.counts().items():
+                backlog.add_metric([status.channel, state], count)
+            if status.oldest_waiting_seconds is not None:
+                oldest.add_metric([status.channel], status.oldest_waiting_seconds)
         workers.add_metric([], report.workers_connected)
         usage.add_metric([], report.notify_queue_usage)
         return [backlog, oldest, workers, usage]
@@ -190,7 +190,7 @@ class BacklogCollector:
         return [
             GaugeMetricFamily(
                 "pgpubsub_backlog",
-                "Stored notifications by channel and status (pending, retrying, failed).",
+                "Stored notifications by channel and status (new, retrying, failed).",
                 labels=["channel", "status"],
             ),
             GaugeMetricFamily(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import warnings
 from typing import Any
 
 from django.db import connections, models
 from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from pgpubsub.channel import BaseChannel, locate_channel
@@ -17,40 +20,71 @@ def quoted_table(model: type[models.Model], using: str) -> str:
     return str(connections[using].ops.quote_name(model._meta.db_table))
 
 
-#: What a stored message is waiting for or went through, in one place: ``pending`` (never
-#: tried, due now or later), ``retrying`` (failed at least once, will be tried again),
-#: ``failed`` (a dead letter: out of attempts) and ``handled`` (kept after its callbacks ran,
-#: when ``PGPUBSUB_KEEP_HANDLED`` is set). Pending and retrying messages are queued.
-PENDING, RETRYING, FAILED, HANDLED = "pending", "retrying", "failed", "handled"
-STATES = (PENDING, RETRYING, FAILED, HANDLED)
+class State(str, enum.Enum):
+    """The state of a stored notification: the one vocabulary of the admin, ``pgpubsub
+    status`` and the metrics. Each stored notification is in exactly one."""
 
-#: The messages still to be handled (pending or retrying), as a Q and as SQL.
-QUEUED = Q(failed_at__isnull=True, handled_at__isnull=True)
-QUEUED_SQL = "failed_at IS NULL AND handled_at IS NULL"
+    #: Never attempted.
+    NEW = "new"
+    #: Failed before; waiting for another attempt.
+    RETRYING = "retrying"
+    #: Exhausted its attempts: a dead letter, kept for a person to inspect.
+    FAILED = "failed"
+    #: Handled, and kept for ``PGPUBSUB_KEEP_HANDLED`` (deleted at once without it).
+    HANDLED = "handled"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-def state_filter(state: str) -> Q:
-    """The messages in ``state`` (one of :data:`STATES`)."""
-    return {
-        PENDING: QUEUED & Q(attempts=0),
-        RETRYING: QUEUED & Q(attempts__gt=0),
-        FAILED: Q(failed_at__isnull=False),
-        HANDLED: Q(handled_at__isnull=False),
-    }[state]
+#: Each state as a filter; WAITING (neither failed nor handled: new or retrying) spans two.
+WAITING = Q(failed_at__isnull=True, handled_at__isnull=True)
+#: WAITING in SQL, for the hot path's raw queries.
+WAITING_SQL = "failed_at IS NULL AND handled_at IS NULL"
+STATE_FILTERS: dict[State, Q] = {
+    State.NEW: WAITING & Q(attempts=0),
+    State.RETRYING: WAITING & Q(attempts__gt=0),
+    State.FAILED: Q(failed_at__isnull=False),
+    State.HANDLED: Q(handled_at__isnull=False),
+}
 
 
 class NotificationQuerySet(models.QuerySet["Notification"]):
-    def pending(self) -> NotificationQuerySet:
-        """Notifications still to be delivered (due now or after a retry delay)."""
-        return self.filter(QUEUED)
+    """Stored notifications by state (:class:`State`), and the two views across states:
+    due (a worker may claim it now) and in flight (a worker's batch holds it)."""
+
+    def in_state(self, state: State | str) -> NotificationQuerySet:
+        return self.filter(STATE_FILTERS[State(state)])
+
+    def new(self) -> NotificationQuerySet:
+        """Never attempted."""
+        return self.in_state(State.NEW)
+
+    def retrying(self) -> NotificationQuerySet:
+        """Failed at least once; another attempt will come."""
+        return self.in_state(State.RETRYING)
 
     def failed(self) -> NotificationQuerySet:
         """Notifications that exhausted their attempts (dead letters)."""
-        return self.filter(state_filter(FAILED))
+        return self.in_state(State.FAILED)
 
-    def handled(self) -> NotificationQuerySet:
-        """Handled notifications kept by ``PGPUBSUB_KEEP_HANDLED``."""
-        return self.filter(state_filter(HANDLED))
+    def waiting(self) -> NotificationQuerySet:
+        """Still to be delivered: new or retrying, due now or after a retry delay."""
+        return self.filter(WAITING)
+
+    def pending(self) -> NotificationQuerySet:
+        """The same as :meth:`waiting` (the name of earlier releases)."""
+        return self.waiting()
+
+    def due(self) -> NotificationQuerySet:
+        """Waiting and due now: what a worker claims (``pgpubsub.queue.claim_batch``, whose
+        SQL, on the hot path, spells the same condition)."""
+        return self.filter(WAITING, available_at__lte=Now())
+
+    def in_flight(self) -> NotificationQuerySet:
+        """Named by an in-flight record: in a batch a worker runs (or ran, and died)."""
+        table = quoted_table(InFlightBatch, self.db)
+        return self.filter(pk__in=RawSQL(f"SELECT unnest(notification_ids) FROM {table}", []))
 
 
 class Notification(models.Model):
@@ -88,19 +122,19 @@ class Notification(models.Model):
     class Meta:
         app_label = "pgpubsub"
         indexes = [
-            models.Index(fields=["channel", "id"], name="pgpubsub_queue", condition=QUEUED),
+            models.Index(fields=["channel", "id"], name="pgpubsub_queue", condition=WAITING),
             # Which message of a key comes first (per-key ordering).
             models.Index(
                 fields=["channel", "ordering_key", "id"],
                 name="pgpubsub_queue_by_key",
-                condition=QUEUED & Q(ordering_key__isnull=False),
+                condition=WAITING & Q(ordering_key__isnull=False),
             ),
             # When the next message stored for later, or retry, is due: rows sent for now
             # (available_at = created_at) stay out of it, so it costs them nothing.
             models.Index(
                 fields=["channel", "available_at"],
                 name="pgpubsub_queue_later",
-                condition=QUEUED & Q(available_at__gt=F("created_at")),
+                condition=WAITING & Q(available_at__gt=F("created_at")),
             ),
             # Pruning and listing the handled messages kept.
             models.Index(
@@ -132,13 +166,19 @@ class Notification(models.Model):
         return cls.objects.filter(channel=channel_cls.listen_safe_name())
 
     @property
-    def status(self) -> str:
-        """One of :data:`STATES`."""
+    def status(self) -> State:
+        """The notification's :class:`State`."""
         if self.handled_at is not None:
-            return HANDLED
+            return State.HANDLED
         if self.failed_at is not None:
-            return FAILED
-        return RETRYING if self.attempts else PENDING
+            return State.FAILED
+        return State.RETRYING if self.attempts else State.NEW
+
+    def error_summary(self, limit: int = 120) -> str:
+        """The last line of ``last_error`` (the exception), cut to ``limit`` characters."""
+        lines = [line.strip() for line in self.last_error.strip().splitlines() if line.strip()]
+        line = lines[-1] if lines else ""
+        return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class BroadcastPayload(models.Model):

@@ -13,14 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Min, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from pgpubsub.conf import PgPubSubSettings
 from pgpubsub.models import (
-    QUEUED,
-    QUEUED_SQL,
+    WAITING_SQL,
     BroadcastPayload,
     InFlightBatch,
     Notification,
@@ -49,10 +48,13 @@ def claim_batch(
     limit: int,
     *,
     using: str,
+    also_named: Sequence[str] = (),
     extra_filter: Q | None = None,
     measure_latency: bool = False,
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    ``also_named``: other names the channel's rows may carry (``BaseChannel.stored_aliases``).
 
     With ``measure_latency``, each message's ``claim_latency`` is read too (a column more
     to compute and decode per row: only when signal receivers want it).
@@ -79,10 +81,11 @@ def claim_batch(
             f"SELECT id, payload::text, attempts, "
             f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
             f"FROM {table} "
-            f"WHERE channel = ANY(%s) AND {QUEUED_SQL} "
+            # Notification.objects.due(), spelled out for the plan (see the docstring).
+            f"WHERE channel = ANY(%s) AND {WAITING_SQL} "
             "AND available_at <= statement_timestamp()"
             f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            [[channel], *params, limit],
+            [[channel, *also_named], *params, limit],
         )
         rows = cursor.fetchall()
     if measure_latency:
@@ -175,28 +178,18 @@ def _requeue(queryset: QuerySet[Notification]) -> int:
 
 def count_due(channels: Sequence[str], *, using: str) -> int:
     """Notifications of ``channels`` waiting to be processed now."""
-    return (
-        Notification.objects.using(using)
-        .filter(QUEUED, channel__in=channels, available_at__lte=Now())
-        .count()
-    )
+    return Notification.objects.using(using).due().filter(channel__in=channels).count()
 
 
 def oldest_due_age(channels: Sequence[str], *, using: str) -> float | None:
     """Seconds the oldest due notification of ``channels`` has waited; None if none waits."""
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT extract(epoch FROM statement_timestamp() - min(available_at))::float8 "
-            f"FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
-            f"AND {QUEUED_SQL} AND available_at <= statement_timestamp()",
-            [list(channels)],
-        )
-        (age,) = cursor.fetchone()
-    return None if age is None else float(age)
+    due = Notification.objects.using(using).due().filter(channel__in=channels)
+    oldest = due.aggregate(oldest=Min("available_at"))["oldest"]
+    return None if oldest is None else max((timezone.now() - oldest).total_seconds(), 0.0)
 
 
 def next_due(channels: Sequence[str], *, using: str) -> dict[str, float]:
-    """Seconds until the earliest queued message of each of ``channels`` that is not due yet
+    """Seconds until the earliest waiting message of each of ``channels`` that is not due yet
     (sent for later, or waiting for a retry) becomes due; channels with none are left out.
 
     Read through the partial index of such messages (``pgpubsub_queue_later``), which
@@ -206,7 +199,7 @@ def next_due(channels: Sequence[str], *, using: str) -> dict[str, float]:
         cursor.execute(
             "SELECT channel, extract(epoch FROM min(available_at) - statement_timestamp())"
             f"::float8 FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
-            f"AND {QUEUED_SQL} AND available_at > created_at "
+            f"AND {WAITING_SQL} AND available_at > created_at "
             "AND available_at > statement_timestamp() GROUP BY channel",
             [list(channels)],
         )

@@ -105,6 +105,12 @@ class ChannelRegistry:
     def channel_for(self, pg_name: str) -> type[BaseChannel] | None:
         return self._by_pg_name.get(pg_name)
 
+    def label(self, pg_name: str) -> str:
+        """The dotted path of the channel of a PostgreSQL channel name, when registered (the
+        name itself otherwise): what people are shown."""
+        channel = self._by_pg_name.get(pg_name)
+        return channel.name() if channel is not None else pg_name
+
     def channels(self) -> list[type[BaseChannel]]:
         return list(self._listeners)
 

@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db import connections
+from django.db.models import Count, Min
+from django.utils import timezone
 
 from pgpubsub.connection import WORKER_APPLICATION_NAME
-from pgpubsub.models import QUEUED_SQL, Notification, quoted_table
+from pgpubsub.models import STATE_FILTERS, WAITING, Notification, State
 from pgpubsub.registry import registry
 
 
@@ -18,10 +20,17 @@ class ChannelStatus:
     pg_name: str
     lockable: bool | None
     listeners: list[str] = field(default_factory=list)
-    pending: int = 0
+    #: Stored notifications in each :class:`~pgpubsub.models.State`.
+    new: int = 0
     retrying: int = 0
     failed: int = 0
-    oldest_pending_seconds: float | None = None
+    handled: int = 0
+    #: Age of the oldest notification waiting (new or retrying).
+    oldest_waiting_seconds: float | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The count of each state, by the state's name."""
+        return {state.value: getattr(self, state.value) for state in State}
 
 
 @dataclass
@@ -37,10 +46,10 @@ class StatusReport:
         """Threshold breaches, worded for an alert."""
         found = []
         for status in self.channels:
-            age = status.oldest_pending_seconds
+            age = status.oldest_waiting_seconds
             if max_age is not None and age is not None and age > max_age:
                 found.append(
-                    f"{status.channel}: oldest pending notification is {age:.0f} s old "
+                    f"{status.channel}: oldest waiting notification is {age:.0f} s old "
                     f"(limit {max_age:.0f} s)"
                 )
             if max_failed is not None and status.failed > max_failed:
@@ -50,21 +59,9 @@ class StatusReport:
         return found
 
 
-_COUNTS = f"""
-SELECT channel,
-       count(*) FILTER (WHERE {QUEUED_SQL} AND attempts = 0),
-       count(*) FILTER (WHERE {QUEUED_SQL} AND attempts > 0),
-       count(*) FILTER (WHERE failed_at IS NOT NULL),
-       extract(epoch FROM now() - min(created_at) FILTER (WHERE {QUEUED_SQL}))
-FROM {{table}}
-GROUP BY channel
-"""
-
-
 def collect_status(using: str) -> StatusReport:
     """Count stored notifications per channel and look up connected workers."""
     connection = connections[using]
-    table = quoted_table(Notification, using)
     statuses = {
         channel.listen_safe_name(): ChannelStatus(
             channel=channel.name(),
@@ -77,14 +74,25 @@ def collect_status(using: str) -> StatusReport:
         )
         for channel in registry.channels()
     }
+    counts = (
+        Notification.objects.using(using)
+        .values("channel")
+        .order_by("channel")
+        .annotate(
+            **{state.value: Count("id", filter=STATE_FILTERS[state]) for state in State},
+            oldest=Min("created_at", filter=WAITING),
+        )
+    )
+    now = timezone.now()
+    for row in counts:
+        status = statuses.setdefault(
+            row["channel"],
+            ChannelStatus(channel=row["channel"], pg_name=row["channel"], lockable=None),
+        )
+        status.new, status.retrying, status.failed = row["new"], row["retrying"], row["failed"]
+        if row["oldest"] is not None:
+            status.oldest_waiting_seconds = max((now - row["oldest"]).total_seconds(), 0.0)
     with connection.cursor() as cursor:
-        cursor.execute(_COUNTS.format(table=table))
-        for pg_name, pending, retrying, failed, oldest in cursor.fetchall():
-            status = statuses.setdefault(
-                pg_name, ChannelStatus(channel=pg_name, pg_name=pg_name, lockable=None)
-            )
-            status.pending, status.retrying, status.failed = pending, retrying, failed
-            status.oldest_pending_seconds = float(oldest) if oldest is not None else None
         cursor.execute(
             # A worker may hold several connections that carry its name (one per pid).
             "SELECT count(DISTINCT application_name) FROM pg_stat_activity "

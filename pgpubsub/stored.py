@@ -282,6 +282,7 @@ class StoredProcessor:
                     channel.listen_safe_name(),
                     self.settings.batch_size,
                     using=self.using,
+                    also_named=channel.stored_aliases(),
                     extra_filter=self.extra_filter,
                     measure_latency=observed,
                 )

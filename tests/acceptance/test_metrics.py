@@ -73,7 +73,7 @@ def test_worker_metrics_count_processed_retried_and_failed_messages(
     assert value(samples, "pgpubsub_callback_duration_seconds_count", channel=TASK) == attempts
     assert value(samples, "pgpubsub_claim_latency_seconds_count", channel=TASK) == attempts
     assert value(samples, "pgpubsub_backlog", channel=TASK, status="failed") == 1
-    assert value(samples, "pgpubsub_backlog", channel=TASK, status="pending") == 0
+    assert value(samples, "pgpubsub_backlog", channel=TASK, status="new") == 0
     assert value(samples, "pgpubsub_workers_connected") >= 1
     assert ("pgpubsub_notify_queue_usage_ratio", ()) in samples
 

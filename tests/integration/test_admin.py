@@ -36,7 +36,7 @@ def test_changelist_shows_channel_status_and_last_error(
     assert response.status_code == 200
     assert "testapp.channels.Task" in page
     assert "ValueError: task broken was asked to fail" in page
-    assert "failed" in page and "pending" in page
+    assert "failed" in page and "new" in page
 
 
 def test_status_filter_lists_only_failed_notifications(
@@ -70,7 +70,7 @@ def test_retry_now_action_puts_a_failed_notification_back_in_the_queue(
     )
     assert "1 notification(s) will be processed now." in response.content.decode()
     failed.refresh_from_db()
-    assert (failed.failed_at, failed.attempts, failed.status) == (None, 0, "pending")
+    assert (failed.failed_at, failed.attempts, failed.status) == (None, 0, "new")
 
 
 def test_delete_action_asks_for_confirmation_before_deleting(

@@ -112,4 +112,4 @@ def test_ops_command_with_database_lists_and_retries_that_database_only() -> Non
     assert "ValueError: task bad was asked to fail" in run("--database", "other", "failed")
     assert "testapp.channels.Task" in run("--database", "other", "status")
     assert run("--database", "other", "retry") == "Re-queued 1 failed notification(s).\n"
-    assert Notification.objects.using("other").get().status == "pending"
+    assert Notification.objects.using("other").get().status == "new"

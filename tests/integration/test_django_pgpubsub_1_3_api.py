@@ -123,16 +123,23 @@ def test_notification_from_channel_selects_the_stored_messages_of_a_channel() ->
     assert [n.payload for n in stored] == [{"kwargs": {"post_id": post.pk}}]
 
 
-def test_message_stored_as_a_json_string_by_1_3_code_is_processed() -> None:
-    # During a rolling deploy, 1.3's notify() keeps storing payloads as JSON strings.
+@pytest.mark.parametrize(
+    "stored_as",
+    [
+        pytest.param(PostReads.name(), id="dotted-path-as-1.3-notify-wrote"),
+        pytest.param(PostReads.listen_safe_name(), id="postgresql-name"),
+    ],
+)
+def test_message_stored_as_a_json_string_by_1_3_code_is_processed(stored_as: str) -> None:
+    # During a rolling deploy, 1.3's notify() keeps storing rows like this one: named by the
+    # channel's dotted path, the payload a JSON string.
     post = PostFactory.create()
     Notification.objects.create(
-        channel=PostReads.listen_safe_name(),
-        payload=json.dumps({"kwargs": {"post_id": post.pk}}),
+        channel=stored_as, payload=json.dumps({"kwargs": {"post_id": post.pk}})
     )
 
     assert pgpubsub.process_stored_notifications([PostReads]) == 1
 
     post.refresh_from_db()
     assert post.read_count == 1
-    assert not Notification.objects.filter(channel=PostReads.listen_safe_name()).exists()
+    assert not Notification.objects.filter(channel=stored_as).exists()

@@ -150,7 +150,7 @@ def test_retried_dead_letter_is_delivered_once_the_listener_is_fixed(
     handled = pgpubsub.process_stored_notifications([Fragile])
 
     assert requeued == 1
-    assert (retried.attempts, retried.failed_at, retried.status) == (0, None, "pending")
+    assert (retried.attempts, retried.failed_at, retried.status) == (0, None, "new")
     assert handled == 1
     assert list(ListenerEvent.objects.values_list("object_key", flat=True)) == ["k"]
     assert not Notification.objects.exists()

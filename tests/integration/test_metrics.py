@@ -62,15 +62,15 @@ def test_backlog_gauges_count_stored_notifications_by_status(
     )
 
     reads = "testapp.channels.PostReads"
-    assert sample(registry, "pgpubsub_backlog", channel=reads, status="pending") == 1
+    assert sample(registry, "pgpubsub_backlog", channel=reads, status="new") == 1
     assert sample(registry, "pgpubsub_backlog", channel=reads, status="failed") == 1
-    assert sample(registry, "pgpubsub_backlog", channel=TASK, status="pending") == 0
+    assert sample(registry, "pgpubsub_backlog", channel=TASK, status="new") == 0
     oldest = sample(registry, "pgpubsub_backlog_oldest_seconds", channel=reads)
     assert oldest is not None and oldest >= 0
     assert sample(registry, "pgpubsub_backlog_oldest_seconds", channel=TASK) is None
     # Fan-out channels store nothing: no gauges for them.
     announcement = "testapp.channels.Announcement"
-    assert sample(registry, "pgpubsub_backlog", channel=announcement, status="pending") is None
+    assert sample(registry, "pgpubsub_backlog", channel=announcement, status="new") is None
     assert sample(registry, "pgpubsub_notify_queue_usage_ratio") is not None
 
 

@@ -32,13 +32,13 @@ def prepared() -> None:
     Notification.objects.filter(pk=second.pk).update(attempts=1)
 
 
-def test_status_json_counts_pending_retrying_and_failed_per_channel(prepared: None) -> None:
+def test_status_json_counts_new_retrying_and_failed_per_channel(prepared: None) -> None:
     report = json.loads(_status("--json"))
     (task,) = [c for c in report["channels"] if c["channel"] == "testapp.channels.Task"]
-    assert (task["pending"], task["retrying"], task["failed"]) == (2, 1, 1)
+    assert (task["new"], task["retrying"], task["failed"]) == (2, 1, 1)
     assert task["lockable"] is True
     assert task["listeners"] == ["testapp.listeners.run_task"]
-    assert task["oldest_pending_seconds"] >= 0
+    assert task["oldest_waiting_seconds"] >= 0
     assert report["workers_connected"] == 0
     assert 0 <= report["notify_queue_usage"] < 1
 
@@ -52,8 +52,9 @@ def test_status_check_exits_non_zero_when_failed_notifications_exceed_the_limit(
     assert "testapp.channels.Task" in _status("--check", "--max-failed", "1")
 
 
-def test_status_check_exits_non_zero_when_the_oldest_pending_is_too_old(prepared: None) -> None:
+def test_status_check_exits_non_zero_when_the_oldest_waiting_is_too_old(prepared: None) -> None:
     Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         _status("--check", "--max-age", "60")
+    assert exited.value.code == 1
     _status("--check", "--max-age", "7200")

@@ -57,7 +57,7 @@ def test_stored_notification_records_when_and_at_which_migration_it_was_written(
     assert stored.created_at is not None
     assert stored.db_version == latest_testapp_migration_id()
     assert (stored.attempts, stored.failed_at, stored.last_error) == (0, None, "")
-    assert stored.status == "pending"
+    assert stored.status == "new"
 
 
 def test_operation_without_a_listener_stores_nothing() -> None:

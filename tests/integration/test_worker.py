@@ -36,6 +36,7 @@ class WorkerThread:
         self.worker.request_stop()
         self.thread.join(timeout=15)
         assert not self.thread.is_alive(), "the worker did not stop"
+        assert self.exit_codes == [0], "the worker did not exit cleanly"
 
 
 @pytest.fixture

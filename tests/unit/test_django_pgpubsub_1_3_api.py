@@ -20,7 +20,7 @@ from pgpubsub import (
 )
 from pgpubsub.management.commands.listen import Command as ListenCommand
 from pgpubsub.processing import decode_payload
-from testapp.channels import Announcement, AuthorTriggerChannel
+from testapp.channels import Announcement, AuthorTriggerChannel, PostReads
 from testapp.models import Author
 
 
@@ -146,3 +146,10 @@ def test_listen_still_refuses_an_unknown_log_level() -> None:
 
     with pytest.raises(CommandError, match="invalid choice: 'verbose'"):
         parser.parse_args(["--loglevel", "VERBOSE"])
+
+
+def test_only_lockable_plain_channels_are_also_claimed_under_their_dotted_path() -> None:
+    # Where django-pgpubsub 1.3's notify() stored them; its triggers used the PostgreSQL name.
+    assert PostReads.stored_aliases() == ("testapp.channels.PostReads",)
+    assert Announcement.stored_aliases() == ()  # fan-out: nothing stored
+    assert AuthorTriggerChannel.stored_aliases() == ()

@@ -49,30 +49,34 @@ class Command(BaseCommand):
             nargs="+",
             default=[],
             metavar="DOTTED_PATH",
-            help="Channels to listen to, as full dotted paths (e.g. 'blog.channels.PostReads'). "
-            "Default: every channel that has listeners.",
+            help="Channels to listen to, as full dotted paths (blog.channels.PostReads), "
+            "separated by spaces. Default: every channel that has listeners.",
         )
         parser.add_argument(
             "--exclude-channels",
             nargs="+",
             default=[],
             metavar="DOTTED_PATH",
-            help="Channels not to listen to, so that a slow channel can get its own pool.",
+            help="Channels not to listen to, so that a slow channel can get its own pool of "
+            "processes.",
         )
         parser.add_argument(
             "--processes",
             type=_positive_int,
             default=None,
-            help="Number of worker processes (default 1). On a channel with "
-            "lock_notifications = True each message is handled by exactly one of them; "
-            "otherwise every process handles every message.",
+            metavar="N",
+            help="Number of worker processes, at least 1. Default: 1. On a channel with "
+            "lock_notifications = True each message is handled by exactly one of them; on "
+            "other channels every process handles every message.",
         )
         parser.add_argument(
             "--recover",
             action="store_true",
-            help="At start, process every stored notification of the selected lockable "
-            "channels (in small batches), logging progress every PGPUBSUB_PROGRESS_INTERVAL "
-            "seconds (and drawing a progress bar when one worker runs on a terminal).",
+            help="At start, count the stored notifications of the selected lockable channels "
+            "and log progress every PGPUBSUB_PROGRESS_INTERVAL seconds while processing them. "
+            "With one worker and a terminal on stderr, a progress bar too. Without --recover, "
+            "workers process the stored backlog at start anyway, without the counting and "
+            "progress logs.",
         )
         parser.add_argument(
             "--loglevel",
@@ -80,11 +84,14 @@ class Command(BaseCommand):
             type=str.lower,
             choices=_LOG_LEVELS,
             default="info",
-            help="Log level, in any case (default: info).",
+            help="Log level of the processes listen runs, in any case (DEBUG too, as "
+            "django-pgpubsub 1.3 accepted). -v 2 (or more) selects debug when --loglevel is "
+            "left at info. Default: info.",
         )
         parser.add_argument(
             "--logformat",
             default=None,
+            metavar="FORMAT",
             help="Log format in Python logging's %%-style syntax, "
             "e.g. '%%(asctime)s %%(message)s'.",
         )
@@ -92,7 +99,7 @@ class Command(BaseCommand):
             "--worker",
             action="store_true",
             help="Run a single worker in this process, without a supervisor (for systemd, "
-            "Kubernetes and the like). Cannot be combined with --processes.",
+            "Kubernetes and the like). Cannot be combined with --processes greater than 1.",
         )
         parser.add_argument(
             "--no-restart-on-failure",
@@ -103,27 +110,30 @@ class Command(BaseCommand):
             "--worker-start-method",
             choices=("spawn", "fork"),
             default="spawn",
-            help="How worker processes are started: 'spawn' (default) or 'fork' (faster; "
-            "not safe if the process has started threads).",
+            help="How worker processes are started: spawn, or fork (faster, but not safe if the "
+            "process has started threads). Default: spawn.",
         )
         parser.add_argument(
             "--poll-only",
             action="store_true",
             help="Do not LISTEN: process stored notifications every PGPUBSUB_POLL_INTERVAL "
-            "seconds. For connections through pgbouncer in transaction pooling mode. Only "
-            "channels with lock_notifications = True can be served this way.",
+            "seconds, through the normal Django connection (plus an autocommit connection for "
+            "in-flight records). For connections through pgbouncer in transaction pooling "
+            "mode. Only channels with lock_notifications = True can be served this way.",
         )
         parser.add_argument(
             "--allow-missing-triggers",
             action="store_true",
             help="Start even if a trigger that a selected channel's listeners need is not "
-            "installed in the database (each one is logged as an error). Without it, listen "
-            "refuses to start and names the command that installs the trigger.",
+            "installed in the database. Each missing trigger is logged as an error either way; "
+            "without this option listen refuses to start.",
         )
         parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
-            help="Database alias to listen on (default: 'default').",
+            metavar="ALIAS",
+            help="Database alias to listen on, claim stored notifications from and run the "
+            "batch transactions in. Default: default.",
         )
         parser.add_argument(
             "--metrics-port",
@@ -131,23 +141,23 @@ class Command(BaseCommand):
             default=None,
             metavar="PORT",
             help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics from each worker "
-            "process; with --processes N, worker i uses PORT + i. Needs prometheus-client "
+            "process: worker i of --processes N on PORT + i. Needs prometheus-client "
             f"(pip install '{DISTRIBUTION}[prometheus]').",
         )
         parser.add_argument(
             "--metrics-address",
             default="0.0.0.0",
             metavar="ADDRESS",
-            help="Address the metrics servers bind to (default: 0.0.0.0, every interface).",
+            help="Address the metrics servers bind to. Default: 0.0.0.0, every interface.",
         )
 
         parser.add_argument(
             "--ready-file",
             default=None,
             metavar="PATH",
-            help="Append a JSON line to PATH when the supervisor starts a worker "
-            '("worker_started") and when a worker listens ("listening", after each connect '
-            "and reconnect), for scripts and tests that wait until listen is ready.",
+            help="Append one JSON object per line to PATH when the supervisor starts a worker "
+            "and when a worker listens (after each connect and reconnect), for scripts and "
+            "tests that wait until listen is ready.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -21,6 +21,9 @@ from pgpubsub.registry import registry
 from pgpubsub.status import StatusReport, collect_status
 
 _ERROR_PREVIEW = 120
+_CHANNEL_HELP = (
+    "A channel's dotted path, or its PostgreSQL name as stored (pgpubsub_7ee40); may be repeated."
+)
 
 
 def _pg_channel_names(paths: list[str]) -> list[str]:
@@ -37,37 +40,45 @@ def _pg_channel_names(paths: list[str]) -> list[str]:
     return names
 
 
-def _channel_label(pg_name: str) -> str:
-    channel = registry.channel_for(pg_name)
-    return channel.name() if channel is not None else pg_name
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    line = lines[-1].strip() if lines else ""
-    return line if len(line) <= _ERROR_PREVIEW else line[: _ERROR_PREVIEW - 1] + "…"
-
-
 class Command(BaseCommand):
     help = "Inspect and retry pgpubsub's stored notifications."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.formatter_class = HelpFormatter
-        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            metavar="ALIAS",
+            help="Database alias (default: default). Comes before the subcommand.",
+        )
         subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
         failed = subcommands.add_parser(
             "failed", help="List notifications that exhausted their attempts."
         )
-        failed.add_argument("--channel", action="append", default=[], help="Dotted path.")
-        failed.add_argument("--limit", type=int, default=100, help="At most this many rows.")
+        failed.add_argument(
+            "--channel", action="append", default=[], metavar="DOTTED_PATH", help=_CHANNEL_HELP
+        )
+        failed.add_argument(
+            "--limit", type=int, default=100, metavar="N", help="At most this many rows (100)."
+        )
         retry = subcommands.add_parser(
             "retry", help="Put failed notifications back in the queue (all, or filtered)."
         )
-        retry.add_argument("--channel", action="append", default=[], help="Dotted path.")
-        retry.add_argument("--id", action="append", type=int, default=[], dest="ids")
+        retry.add_argument(
+            "--channel", action="append", default=[], metavar="DOTTED_PATH", help=_CHANNEL_HELP
+        )
+        retry.add_argument(
+            "--id",
+            action="append",
+            type=int,
+            default=[],
+            dest="ids",
+            metavar="ID",
+            help="A failed notification's id; may be repeated.",
+        )
         status = subcommands.add_parser(
             "status",
-            help="Per channel: pending, retrying and failed notifications, the oldest pending "
+            help="Per channel: new, retrying and failed notifications, the oldest waiting "
             "one's age and the listeners; the workers connected; NOTIFY queue usage.",
         )
         status.add_argument("--json", action="store_true", help="Print JSON for machines.")
@@ -77,10 +88,18 @@ class Command(BaseCommand):
             help="Exit with status 1 when a threshold below is exceeded (for health checks).",
         )
         status.add_argument(
-            "--max-age", type=float, default=None, help="Seconds the oldest pending may wait."
+            "--max-age",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Seconds the oldest waiting notification may wait.",
         )
         status.add_argument(
-            "--max-failed", type=int, default=None, help="Failed notifications allowed per channel."
+            "--max-failed",
+            type=int,
+            default=None,
+            metavar="N",
+            help="Failed notifications allowed per channel.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -108,8 +127,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{'id':>10}  {'attempts':>8}  {'channel':<40}  last error")
         for row in queryset[:limit]:
             self.stdout.write(
-                f"{row.pk:>10}  {row.attempts:>8}  {_channel_label(row.channel):<40}  "
-                f"{_last_line(row.last_error)}"
+                f"{row.pk:>10}  {row.attempts:>8}  {registry.label(row.channel):<40}  "
+                f"{row.error_summary(_ERROR_PREVIEW)}"
             )
         if total > limit:
             self.stdout.write(f"... and {total - limit} more (use --limit).")
@@ -132,13 +151,13 @@ class Command(BaseCommand):
                 raise SystemExit(1)
 
     def _print_status(self, report: StatusReport) -> None:
-        header = f"{'channel':<45} {'pending':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
+        header = f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
         self.stdout.write(header)
         for status in report.channels:
-            age = status.oldest_pending_seconds
+            age = status.oldest_waiting_seconds
             oldest = f"{age:.0f} s" if age is not None else "-"
             self.stdout.write(
-                f"{status.channel:<45} {status.pending:>8} {status.retrying:>8} "
+                f"{status.channel:<45} {status.new:>8} {status.retrying:>8} "
                 f"{status.failed:>7} {oldest:>9}"
             )
             for listener in status.listeners:

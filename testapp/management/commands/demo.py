@@ -1,14 +1,19 @@
 """``manage.py demo``: watch pgpubsub deliver exactly once, then recover a backlog.
 
-The demo migrates the database, starts ``manage.py listen --processes 2``, writes authors
-(each must get exactly one first post from ``create_first_post``) and post reads (each
-counted exactly once by ``count_read``), and prints progress until the effects match. It
-then stops the workers, writes more while nothing listens, and starts
+The demo migrates the database, starts ``manage.py listen --processes 2`` on its two
+channels, writes authors (each must get exactly one first post from ``create_first_post``)
+and post reads (each counted exactly once by ``count_read``), and prints progress until the
+effects match. It then stops the workers, writes more while nothing listens, and starts
 ``listen --recover --processes 2`` to drain the stored backlog.
+
+Without ``DATABASE_URL``, on the server at 127.0.0.1:5432, it uses a database of its own,
+``pgpubsub_demo`` (created if missing), rather than ``postgres``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import tempfile
 import time
@@ -20,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Q
 
@@ -35,11 +40,23 @@ from testapp.models import Author, ListenerEvent, Post
 MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
 NAME_PREFIX = "demo-"
 PROCESSES = 2
+#: The database the demo uses on the local server when DATABASE_URL does not name one.
+DEMO_DATABASE = "pgpubsub_demo"
 READY_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 20.0
 TICK = 0.25
-# Worker log lines worth showing as they happen.
-SHOWN_LOG_LINES = ("Started worker", "Recover", "received", "stopped", "ERROR", "WARNING")
+# Worker log lines worth showing as they happen. ("Recovering N ..." is left out: each worker
+# counts the backlog when it starts, so two workers print two overlapping counts.)
+SHOWN_LOG_LINES = (
+    "Started worker",
+    "Recovery finished",
+    "received",
+    "stopped",
+    "ERROR",
+    "WARNING",
+)
+#: The channels the demo is about; its ``listen`` serves these only.
+DEMO_CHANNEL_CLASSES = (AuthorTriggerChannel, PostReads)
 
 
 class DemoFailed(Exception):
@@ -103,6 +120,8 @@ class Expectations:
 
     authors: int = 0
     reads: dict[int, int] = field(default_factory=dict)
+    #: Messages written so far: one per author, one per read.
+    messages: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,7 +163,13 @@ class Snapshot:
         )
 
 
-DEMO_CHANNELS = (AuthorTriggerChannel.listen_safe_name(), PostReads.listen_safe_name())
+DEMO_CHANNELS = tuple(channel.listen_safe_name() for channel in DEMO_CHANNEL_CLASSES)
+
+
+def _database_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise ValueError(text)
+    return text
 
 
 def _stored() -> NotificationQuerySet:
@@ -177,11 +202,22 @@ class Command(BaseCommand):
         "of messages written while no worker runs. Uses DATABASE_URL."
     )
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--database-name",
+            type=_database_name,
+            default=DEMO_DATABASE,
+            metavar="NAME",
+            help="Database the demo creates (if missing) and uses on the server at "
+            f"127.0.0.1:5432 when DATABASE_URL is not set (default: {DEMO_DATABASE}).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         # SIGTERM unwinds like Ctrl-C, so the finally block below still stops `listen`.
         signal.signal(signal.SIGTERM, _interrupt)
         self.started = time.monotonic()
         self.expected = Expectations()
+        self.use_own_database(options["database_name"])
         self.check_database()
         self.say(f"Migrating database {connection.settings_dict['NAME']!r}...")
         call_command("migrate", verbosity=0)
@@ -194,11 +230,12 @@ class Command(BaseCommand):
             verdicts.append(self.phase_live())
 
             self.heading("2. Messages written while no worker runs are stored, then recovered")
-            self.stop_listen(listen)
+            self.stop_listen(listen, self.expected.messages)
+            first_phase = self.expected.messages
             self.write_while_nobody_listens()
             listen = self.start_listen("--recover", "--processes", str(PROCESSES))
             verdicts.append(self.verify())
-            self.stop_listen(listen)
+            self.stop_listen(listen, self.expected.messages - first_phase)
         except DemoFailed as exc:
             raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
@@ -214,6 +251,28 @@ class Command(BaseCommand):
         self.say("exactly once: yes - in both phases every message took effect exactly once.")
 
     # --- steps -----------------------------------------------------------------------
+
+    def use_own_database(self, name: str) -> None:
+        """On the local server's default database, move to database ``name`` (created if
+        missing), so that the demo's tables stay out of ``postgres``.
+
+        DATABASE_URL, when set (by the user, or for an embedded server), is used as it is.
+        """
+        if os.environ.get("DATABASE_URL"):
+            return
+        db = connection.settings_dict
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+                if cursor.fetchone() is None:
+                    cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
+                    self.say(f"Created database {name!r} for the demo.")
+        except OperationalError:
+            return  # check_database() explains
+        connection.close()
+        db["NAME"] = name
+        # The `listen` subprocesses read it (testapp/settings.py).
+        os.environ["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
 
     def check_database(self) -> None:
         db = connection.settings_dict
@@ -256,8 +315,12 @@ class Command(BaseCommand):
         )
 
     def start_listen(self, *args: str) -> ListenProcess:
-        self.say(f"Starting `manage.py listen {' '.join(args)}` ...")
-        listen = ListenProcess.start_demo(*args)
+        channels = [channel.name() for channel in DEMO_CHANNEL_CLASSES]
+        self.say(
+            f"Starting `manage.py listen {' '.join(args)}` on the demo's two channels "
+            f"({', '.join(channel.__name__ for channel in DEMO_CHANNEL_CLASSES)}) ..."
+        )
+        listen = ListenProcess.start_demo(*args, "--channels", *channels)
         try:
             listen.wait_ready_echoing(PROCESSES, READY_TIMEOUT, self.say)
         except BaseException:
@@ -267,8 +330,12 @@ class Command(BaseCommand):
         self.say(f"{PROCESSES} workers are listening.")
         return listen
 
-    def stop_listen(self, listen: ListenProcess) -> None:
-        self.say("Stopping the workers (SIGTERM to the supervisor) ...")
+    def stop_listen(self, listen: ListenProcess, messages: int) -> None:
+        self.say(
+            f"Stopping the workers (SIGTERM to the supervisor). Each one's 'processed' count "
+            f"is the messages it handled: together {messages}, the messages of this phase, "
+            "since each was handled by exactly one of them."
+        )
         code = listen.stop(self.stop_timeout())
         listen.echo_new_lines(self.say)
         listen.remove_log()
@@ -283,6 +350,7 @@ class Command(BaseCommand):
             Author(name=f"{NAME_PREFIX}bulk-{number:03}") for number in range(bulk)
         )
         self.expected.authors += singles + bulk
+        self.expected.messages += singles + bulk
         self.say(
             f"Wrote {singles} authors with .save() and {bulk} with one bulk_create; "
             "each must get exactly one first post."
@@ -306,6 +374,7 @@ class Command(BaseCommand):
             Author(name=f"{NAME_PREFIX}late-bulk-{number:03}") for number in range(bulk)
         )
         self.expected.authors += singles + bulk
+        self.expected.messages += singles + bulk
         self.say(f"Wrote {singles} authors with .save() and {bulk} with one bulk_create.")
         self.send_reads(list(self.expected.reads)[:5], per_post=lambda i: 3)
         by_channel = dict(
@@ -332,6 +401,7 @@ class Command(BaseCommand):
             reads = per_post(index)
             for _ in range(reads - reads // 2):
                 pgpubsub.notify(PostReads, post_id=post_id)
+        self.expected.messages += total
         self.say(f"Sent {total} PostReads notifications for {len(post_ids)} posts.")
 
     # --- watching --------------------------------------------------------------------
