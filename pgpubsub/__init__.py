@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pgpubsub.channel import BaseChannel, Channel, TriggerChannel, locate_channel
+from pgpubsub.current import MessageInfo, acurrent_message, current_message
 from pgpubsub.exceptions import (
     ChannelDefinitionError,
     ChannelNotFound,
@@ -72,6 +73,7 @@ __all__ = [
     "ChannelNotFound",
     "ListenerFilterProvider",
     "ListenerRegistrationError",
+    "MessageInfo",
     "NotificationContextError",
     "PayloadError",
     "PgPubSubError",
@@ -79,7 +81,9 @@ __all__ = [
     "TriggerChannel",
     "WorkerDied",
     "__version__",
+    "acurrent_message",
     "anotify",
+    "current_message",
     "listener",
     "locate_channel",
     "notification_failed",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 
-from pgpubsub import inflight, queue, signals
+from pgpubsub import current, inflight, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.clock import SYSTEM_CLOCK, Clock
 from pgpubsub.conf import PgPubSubSettings, get_settings
@@ -409,16 +409,25 @@ class StoredProcessor:
         """Run an optimistic batch's message; False when it raised (it is redone isolated,
         where its failure is recorded)."""
         try:
-            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+            self._run_callbacks(channel, message)
         except BaseException:  # see _process_one
             return False
         return True
+
+    def _run_callbacks(self, channel: type[BaseChannel], message: queue.StoredMessage) -> None:
+        """Decode ``message`` and run its callbacks, with :func:`pgpubsub.current_message`
+        telling them which message they handle."""
+        token = current.running.set((channel, message, self.using))
+        try:
+            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+        finally:
+            current.running.reset(token)
 
     def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> Outcome:
         started = time.perf_counter()
         try:
             with transaction.atomic(using=self.using):
-                self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+                self._run_callbacks(channel, message)
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()
