@@ -6,13 +6,14 @@ Every listening worker runs the callbacks of every fan-out message once; nothing
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 from django.db import transaction
 
-from pgpubsub import envelope, queue, signals
+from pgpubsub import codec, envelope, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings
 from pgpubsub.processing import (
@@ -20,7 +21,6 @@ from pgpubsub.processing import (
     Outcome,
     decode_payload,
     failure_words,
-    parse_json,
     report_outcomes,
 )
 from pgpubsub.registry import ChannelRegistry
@@ -50,7 +50,9 @@ class FanoutProcessor:
 
     def _payload(self, channel: type[BaseChannel], text: str) -> dict[str, Any] | None:
         try:
-            decoded = envelope.decode(text, lambda raw: parse_json(channel, raw))
+            decoded = envelope.decode(
+                text, codec.loads_exact if channel.is_trigger_channel() else json.loads
+            )
         except envelope.UnreadableEnvelope as exc:
             logger.warning(
                 "Dropped a NOTIFY on channel %s that pgpubsub did not write: %s; it was %s",

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pgpubsub.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from pgpubsub.stored import BatchResult
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,19 @@ class RecoveryProgress:
         self._started = self._last_log = clock.monotonic()
         self._last_draw = float("-inf")
 
+    def start(self, channels: int) -> None:
+        """Log what is to be recovered."""
+        logger.info(
+            "Recovering %s stored notification(s) of %s channel(s)",
+            self.total,
+            channels,
+            extra={"action": "recover", "total": self.total},
+        )
+
+    def advance_by(self, batch: BatchResult) -> None:
+        """Count a batch's claimed messages as done."""
+        self.advance(batch.claimed)
+
     def elapsed(self) -> float:
         return self._clock.monotonic() - self._started
 
@@ -116,10 +132,17 @@ class RecoveryProgress:
             self._draw_bar()
 
     def finish(self) -> None:
+        """End the bar's line, and log what was recovered."""
         if self.terminal is not None:
             self._draw_bar()
             self.terminal.write("\n")
             self.terminal.flush()
+        logger.info(
+            "Recovery finished: %s notification(s) in %.1f s",
+            self.done,
+            self.elapsed(),
+            extra={"action": "recovered", "done": self.done},
+        )
 
     def _rate_and_eta(self) -> tuple[float, str]:
         elapsed = self.elapsed()

@@ -30,6 +30,8 @@ class ShutdownPolicy:
         immediate: called with the signal's name on a later one.
         ignore_repeats_within: seconds after the first signal during which another is
             ignored (0: none is).
+        deadline: with ``overdue``, seconds after the first signal at which ``overdue`` is
+            called (on a timer thread) unless :meth:`cancel` was called first.
 
     Example::
 
@@ -44,13 +46,19 @@ class ShutdownPolicy:
         graceful: Callable[[str], None],
         immediate: Callable[[str], None],
         ignore_repeats_within: float = 0.0,
+        deadline: float | None = None,
+        overdue: Callable[[], None] = lambda: None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._graceful = graceful
         self._immediate = immediate
         self._ignore_repeats_within = ignore_repeats_within
+        self._deadline = deadline
+        self._overdue = overdue
         self._clock = clock
         self.requested_at: float | None = None
+        #: Calls ``overdue`` at the deadline, once started by the first signal.
+        self.timer: threading.Timer | None = None
 
     @property
     def requested(self) -> bool:
@@ -72,5 +80,14 @@ class ShutdownPolicy:
         if self.requested_at is None:
             self.requested_at = now
             self._graceful(name)
+            if self._deadline is not None:
+                self.timer = threading.Timer(self._deadline, self._overdue)
+                self.timer.daemon = True
+                self.timer.start()
         elif now - self.requested_at >= self._ignore_repeats_within:
             self._immediate(name)
+
+    def cancel(self) -> None:
+        """The stop is done: the deadline no longer applies."""
+        if self.timer is not None:
+            self.timer.cancel()

@@ -154,6 +154,69 @@ class _Batch:
             self.outcomes.append(outcome)
 
 
+class _FailedAttempts:
+    """Records failed attempts: a retry scheduled (and noted for the worker's wake-up), or
+    the message marked failed; and the log line that names the notification."""
+
+    def __init__(self, settings: PgPubSubSettings, using: str, schedule: IsolationSchedule):
+        self._settings = settings
+        self._using = using
+        self._schedule = schedule
+
+    def charge_crash(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: inflight.LeftBehind
+    ) -> Outcome:
+        """Count the attempt of a message whose callbacks were running when its worker died."""
+        error = WorkerDied(
+            f"The worker process running this message ended before it finished ({record.worker},"
+            f" batch started {record.started_at.isoformat(timespec='seconds')}): it was killed"
+            " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
+            " was stopped without waiting."
+        )
+        return self.record(
+            channel,
+            message,
+            Outcome.of_stored(message, time.perf_counter(), error),
+            str(error),
+            "was running when its worker process ended",
+        )
+
+    def record(
+        self,
+        channel: type[BaseChannel],
+        message: queue.StoredMessage,
+        failure: Outcome,
+        error_text: str,
+        what_happened: str,
+        *,
+        exc_info: bool = False,
+    ) -> Outcome:
+        """Record a failed attempt (a retry is scheduled, or the message is marked failed)
+        and log it; return ``failure`` telling whether the message will be retried."""
+        dead = queue.record_failure(message, error_text, using=self._using, settings=self._settings)
+        if not dead:
+            self._schedule.retry_scheduled(
+                channel, queue.retry_delay(message.attempts + 1, self._settings)
+            )
+        logger.error(
+            "Notification %s of channel %s %s (attempt %s of %s)%s",
+            message.id,
+            channel.name(),
+            what_happened,
+            message.attempts + 1,
+            self._settings.max_attempts,
+            ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
+            exc_info=exc_info,
+            extra={
+                "action": "failed" if dead else "retry",
+                "channel": channel.name(),
+                "notification_id": message.id,
+                "attempt": message.attempts + 1,
+            },
+        )
+        return dataclasses.replace(failure, will_retry=not dead)
+
+
 class StoredProcessor:
     """Claims stored notifications in batches and runs their callbacks exactly once.
 
@@ -184,6 +247,7 @@ class StoredProcessor:
         self.journal = journal or inflight.NullJournal()
         self.should_stop = should_stop
         self.schedule = IsolationSchedule(clock)
+        self._failures = _FailedAttempts(self.settings, using, self.schedule)
 
     def look_up_due(self, channels: Iterable[type[BaseChannel]]) -> None:
         """Note when the next message of ``channels`` sent for later (or retried by another
@@ -347,63 +411,10 @@ class StoredProcessor:
             batch.settled.append(record.id)
             crashed = claimed.pop(record.running_id, None) if record.running_id else None
             if crashed is not None:
-                outcome = self._charge_crash(channel, crashed, record)
+                outcome = self._failures.charge_crash(channel, crashed, record)
                 batch.note(outcome)
                 self._count(batch.result, outcome)
         return [message for message in batch.messages if message.id in claimed]
-
-    def _charge_crash(
-        self, channel: type[BaseChannel], message: queue.StoredMessage, record: inflight.LeftBehind
-    ) -> Outcome:
-        """Count the attempt of a message whose callbacks were running when its worker died."""
-        error = WorkerDied(
-            f"The worker process running this message ended before it finished ({record.worker},"
-            f" batch started {record.started_at.isoformat(timespec='seconds')}): it was killed"
-            " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
-            " was stopped without waiting."
-        )
-        return self._count_failed_attempt(
-            channel,
-            message,
-            Outcome.of_stored(message, time.perf_counter(), error),
-            str(error),
-            "was running when its worker process ended",
-        )
-
-    def _count_failed_attempt(
-        self,
-        channel: type[BaseChannel],
-        message: queue.StoredMessage,
-        failure: Outcome,
-        error_text: str,
-        what_happened: str,
-        *,
-        exc_info: bool = False,
-    ) -> Outcome:
-        """Record a failed attempt (a retry is scheduled, or the message is marked failed)
-        and log it; return ``failure`` telling whether the message will be retried."""
-        dead = queue.record_failure(message, error_text, using=self.using, settings=self.settings)
-        if not dead:
-            self.schedule.retry_scheduled(
-                channel, queue.retry_delay(message.attempts + 1, self.settings)
-            )
-        logger.error(
-            "Notification %s of channel %s %s (attempt %s of %s)%s",
-            message.id,
-            channel.name(),
-            what_happened,
-            message.attempts + 1,
-            self.settings.max_attempts,
-            ": marked failed, see `manage.py pgpubsub failed`" if dead else ", will retry",
-            exc_info=exc_info,
-            extra={
-                "action": "failed" if dead else "retry",
-                "channel": channel.name(),
-                "notification_id": message.id,
-                "attempt": message.attempts + 1,
-            },
-        )
-        return dataclasses.replace(failure, will_retry=not dead)
 
     def _deliver(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
         """Run an optimistic batch's message; False when it raised (it is redone isolated,
@@ -435,7 +446,7 @@ class StoredProcessor:
             # SystemExit, KeyboardInterrupt and the like too: raised by a callback, they are
             # that message's failure, not a request to stop the worker (signals stop it), and
             # letting them through would roll back and stall the whole batch, forever.
-            return self._count_failed_attempt(
+            return self._failures.record(
                 channel,
                 message,
                 Outcome.of_stored(message, started, exc),

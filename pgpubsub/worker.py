@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 
 from django.db import close_old_connections, connections
@@ -114,9 +113,10 @@ class Worker:
             graceful=self._stop_gracefully,
             immediate=_exit_now,
             ignore_repeats_within=_DUPLICATE_SIGNAL_WINDOW,
+            deadline=settings.shutdown_timeout,
+            overdue=self._shutdown_overdue,
             clock=clock,
         )
-        self._overdue: threading.Timer | None = None
         self._session = ListenSession(
             connect,
             [c.listen_safe_name() for c in self.channels],
@@ -148,8 +148,7 @@ class Worker:
         except DatabaseUnavailable:
             return 1
         finally:
-            if self._overdue is not None:
-                self._overdue.cancel()
+            self._shutdown.cancel()
             self._wakeup.close()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
@@ -173,9 +172,6 @@ class Worker:
             extra={"action": "shutting_down"},
         )
         self.request_stop()
-        self._overdue = threading.Timer(self.settings.shutdown_timeout, self._shutdown_overdue)
-        self._overdue.daemon = True
-        self._overdue.start()
 
     def _shutdown_overdue(self) -> None:
         logger.error(
@@ -291,32 +287,18 @@ class Worker:
         self._housekeeping.run_if_due()
 
     def _recover(self) -> None:
-        """Drain everything stored at start, reporting progress on a steady interval."""
+        """``--recover``: drain everything stored at start, reporting progress."""
         names = [c.listen_safe_name() for c in self.lockable]
-        total = queue.count_due(names, using=self.options.using) if names else 0
-        logger.info(
-            "Recovering %s stored notification(s) of %s channel(s)",
-            total,
-            len(names),
-            extra={"action": "recover", "total": total},
-        )
         progress = RecoveryProgress(
-            total,
+            queue.count_due(names, using=self.options.using) if names else 0,
             self.settings.progress_interval,
             terminal=sys.stderr if self.options.progress_bar and sys.stderr.isatty() else None,
             clock=self.clock,
         )
+        progress.start(len(names))
         for channel in self.lockable:
-            self._record(
-                self._stored.drain(channel, on_batch=lambda batch: progress.advance(batch.claimed))
-            )
+            self._record(self._stored.drain(channel, on_batch=progress.advance_by))
         progress.finish()
-        logger.info(
-            "Recovery finished: %s notification(s) in %.1f s",
-            progress.done,
-            progress.elapsed(),
-            extra={"action": "recovered", "done": progress.done},
-        )
 
     def _record(self, result: BatchResult) -> None:
         self.total.add(result)

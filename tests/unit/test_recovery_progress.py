@@ -50,5 +50,6 @@ def test_without_a_terminal_progress_is_logged_only(caplog: pytest.LogCaptureFix
         progress.finish()
 
     assert [record.getMessage() for record in caplog.records] == [
-        "Recovery: 0/0 done, 0/s, about unknown left"
+        "Recovery: 0/0 done, 0/s, about unknown left",
+        "Recovery finished: 0 notification(s) in 0.0 s",
     ]

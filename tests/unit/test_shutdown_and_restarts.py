@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 from pgpubsub.shutdown import ShutdownPolicy
 from pgpubsub.supervisor import _Slot
@@ -74,3 +75,25 @@ def test_a_worker_that_ran_a_while_is_restarted_at_once_and_the_backoff_starts_o
     slot.started_at = clock.now
     clock.advance(1)
     assert slot.schedule_restart(clock.now) == 1.0
+
+
+def test_the_deadline_of_a_graceful_stop_calls_overdue_unless_cancelled() -> None:
+    overdue = threading.Event()
+    shutdown = ShutdownPolicy(
+        graceful=lambda name: None, immediate=lambda name: None, deadline=0.01, overdue=overdue.set
+    )
+    shutdown.on_signal(signal.SIGTERM)
+    assert overdue.wait(timeout=30), "the deadline passed without a call"
+
+    cancelled = threading.Event()
+    shutdown = ShutdownPolicy(
+        graceful=lambda name: None,
+        immediate=lambda name: None,
+        deadline=3600,
+        overdue=cancelled.set,
+    )
+    shutdown.on_signal(signal.SIGTERM)
+    shutdown.cancel()
+    assert shutdown.timer is not None
+    shutdown.timer.join(timeout=30)
+    assert not cancelled.is_set()

@@ -163,9 +163,10 @@ def test_a_stop_signal_finishes_the_loop_and_a_duplicate_is_ignored(clock: FakeC
 
     assert worker.run() == 0
     assert worker.stopping
-    assert worker._overdue is not None
-    worker._overdue.join(timeout=5)  # cancelled: it ends at once instead of exiting later
-    assert not worker._overdue.is_alive()
+    timer = worker._shutdown.timer
+    assert timer is not None
+    timer.join(timeout=5)  # cancelled: it ends at once instead of exiting the process later
+    assert not timer.is_alive()
 
 
 def test_an_error_that_is_not_a_lost_connection_leaves_the_worker(clock: FakeClock) -> None:
