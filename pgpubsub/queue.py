@@ -51,8 +51,12 @@ def claim_batch(
     also_named: Sequence[str] = (),
     extra_filter: Q | None = None,
     measure_latency: bool = False,
+    ordered: bool = False,
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    ``ordered`` (a channel with ``ordering_key``): only the oldest waiting message of each
+    key may be claimed, so a key's messages are handled one at a time, in id order.
 
     ``also_named``: other names the channel's rows may carry (``BaseChannel.stored_aliases``).
 
@@ -84,7 +88,8 @@ def claim_batch(
             # Notification.objects.due(), spelled out for the plan (see the docstring).
             f"WHERE channel = ANY(%s) AND {WAITING_SQL} "
             "AND available_at <= statement_timestamp()"
-            f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
+            f"{where}{_first_of_its_key(table) if ordered else ''} "
+            "ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
             [[channel, *also_named], *params, limit],
         )
         rows = cursor.fetchall()
@@ -93,6 +98,21 @@ def claim_batch(
             StoredMessage(pk, channel, text, n, left, waited) for pk, text, n, left, waited in rows
         ]
     return [StoredMessage(pk, channel, text, n, left) for pk, text, n, left in rows]
+
+
+def _first_of_its_key(table: str) -> str:
+    """SQL (`` AND ...``): no older message of the row's key is waiting.
+
+    One probe of the ``pgpubsub_queue_by_key`` index per candidate row. An older message
+    locked by another worker's batch is still waiting in this statement's snapshot, so its
+    successors are not claimed before that batch commits (and deletes it, or records a retry,
+    which keeps it waiting; a dead letter no longer waits, and lets them go on).
+    """
+    return (
+        f" AND ({table}.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS older "
+        f"WHERE older.channel = {table}.channel AND older.ordering_key = {table}.ordering_key "
+        f"AND older.id < {table}.id AND older.failed_at IS NULL AND older.handled_at IS NULL))"
+    )
 
 
 def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:

@@ -349,6 +349,7 @@ class StoredProcessor:
                     also_named=channel.stored_aliases(),
                     extra_filter=self.extra_filter,
                     measure_latency=observed,
+                    ordered=channel.ordering_key is not None,
                 )
                 batch = _Batch(messages, outcomes=[] if observed else None)
                 batch.result.claimed = len(messages)
