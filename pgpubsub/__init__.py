@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pgpubsub.channel import BaseChannel, Channel, TriggerChannel, locate_channel
+from pgpubsub.current import MessageInfo, acurrent_message, current_message
 from pgpubsub.exceptions import (
     ChannelDefinitionError,
     ChannelNotFound,
@@ -43,7 +44,7 @@ from pgpubsub.listeners import (
     pre_update_listener,
     trigger_listener,
 )
-from pgpubsub.notify import anotify, notify, set_notification_context
+from pgpubsub.notify import anotify, notify, notify_at, notify_later, set_notification_context
 from pgpubsub.signals import notification_failed, notification_processed
 
 #: The distribution to ``pip install``; the package it installs is imported as ``pgpubsub``.
@@ -72,6 +73,7 @@ __all__ = [
     "ChannelNotFound",
     "ListenerFilterProvider",
     "ListenerRegistrationError",
+    "MessageInfo",
     "NotificationContextError",
     "PayloadError",
     "PgPubSubError",
@@ -79,12 +81,16 @@ __all__ = [
     "TriggerChannel",
     "WorkerDied",
     "__version__",
+    "acurrent_message",
     "anotify",
+    "current_message",
     "listener",
     "locate_channel",
     "notification_failed",
     "notification_processed",
     "notify",
+    "notify_at",
+    "notify_later",
     "post_delete_listener",
     "post_insert_listener",
     "post_save_listener",

@@ -16,6 +16,7 @@ import typing
 import warnings
 from typing import Any, ClassVar
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.utils.module_loading import import_string
 
@@ -34,6 +35,28 @@ class BaseChannel:
 
     #: Store each message so exactly one listener process handles it.
     lock_notifications: ClassVar[bool] = False
+    #: Handle the messages with the same value of this field one at a time, in the order
+    #: they were stored (lockable channels only): a dataclass field of a :class:`Channel`,
+    #: a model field (typically ``"pk"``) of a :class:`TriggerChannel`.
+    ordering_key: ClassVar[str | None] = None
+
+    @classmethod
+    def _check_ordering_key(cls, known: str) -> str | None:
+        """The ordering key, checked to be a string on a lockable channel; None if unset."""
+        key = cls.ordering_key
+        if key is None:
+            return None
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(key, str) or not key:
+            raise ChannelDefinitionError(
+                f"ordering_key of channel {where} must be the name of {known}, got {key!r}."
+            )
+        if not cls.lock_notifications:
+            raise ChannelDefinitionError(
+                f"Channel {where} has ordering_key = {key!r} but is not lockable: only stored "
+                "messages can be handled in order. Set `lock_notifications = True`."
+            )
+        return key
 
     @classmethod
     def name(cls) -> str:
@@ -150,6 +173,19 @@ class Channel(BaseChannel):
                 f"be resolved ({exc}): import every type used in them at module level."
             ) from exc
         cls._field_codecs = codec.build_channel_codecs(cls, hints)
+        key = cls._check_ordering_key("one of its fields")
+        if key is not None and key not in cls._field_codecs:
+            raise ChannelDefinitionError(
+                f"ordering_key of channel {cls.__module__}.{cls.__qualname__} is {key!r}, "
+                f"which is not one of its fields ({', '.join(cls._field_codecs) or 'none'})."
+            )
+
+    @classmethod
+    def ordering_key_of(cls, payload: dict[str, Any]) -> str | None:
+        """The text of a payload's ordering key (None without one, or when it is None)."""
+        if cls.ordering_key is None:
+            return None
+        return key_text(payload["kwargs"].get(cls.ordering_key))
 
     @classmethod
     def build_payload(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +281,19 @@ class TriggerChannel(BaseChannel):
                 )
             cls.model = hint
 
+        key = cls._check_ordering_key("a field of its model, for example 'pk'")
+        if key is not None:
+            cls._ordering_column = _model_column(cls, key)
+
+    #: The table column of ``ordering_key`` (``"id"`` for ``"pk"``), set at class definition.
+    _ordering_column: ClassVar[str | None] = None
+
+    @classmethod
+    def ordering_column(cls) -> str | None:
+        """The column whose value is the ordering key of each message (of the new row, or of
+        the old one for a delete); None without ``ordering_key``."""
+        return cls._ordering_column
+
     @classmethod
     def get_model(cls) -> type[models.Model]:
         model = getattr(cls, "model", None)
@@ -273,6 +322,36 @@ class TriggerChannel(BaseChannel):
             "old": decoder.decode(payload.get("old")),
             "new": decoder.decode(payload.get("new")),
         }
+
+
+def key_text(value: Any) -> str | None:
+    """An encoded field value as ordering-key text: what PostgreSQL's ``->>`` gives for it
+    (a string as it is, anything else as compact JSON), so that keys compare equal."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _model_column(channel: type[TriggerChannel], key: str) -> str:
+    where = f"{channel.__module__}.{channel.__qualname__}"
+    model = getattr(channel, "model", None)
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ChannelDefinitionError(
+            f"Trigger channel {where} has ordering_key = {key!r} but no model: set "
+            "`model = YourModel` in its body."
+        )
+    try:
+        field = model._meta.pk if key == "pk" else model._meta.get_field(key)
+    except FieldDoesNotExist:
+        field = None
+    column = getattr(field, "column", None)
+    if field is None or not column:
+        names = sorted(f.name for f in model._meta.concrete_fields)
+        raise ChannelDefinitionError(
+            f"ordering_key of trigger channel {where} is {key!r}, which is not a column of "
+            f"{model.__name__}: use 'pk' or one of {', '.join(names)}."
+        )
+    return str(column)
 
 
 def locate_channel(channel: type[BaseChannel] | str) -> type[BaseChannel]:

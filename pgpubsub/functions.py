@@ -25,11 +25,19 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from pgtrigger import features
 
-#: The version that triggers and ``notify()`` of this release call.
-CURRENT_VERSION = 2
-#: The function a trigger body calls, and the one ``notify()`` calls.
-PUBLISH = f"pgpubsub_publish_v{CURRENT_VERSION}"
-SEND = f"pgpubsub_send_v{CURRENT_VERSION}"
+#: The latest version, installed by migration 0010.
+CURRENT_VERSION = 3
+#: The function a trigger body calls. Version 3 only adds an ordering key: triggers of
+#: channels without ``ordering_key`` keep calling version 2, so their SQL (frozen in the
+#: user's migrations) does not change.
+PUBLISH = "pgpubsub_publish_v2"
+#: The function the trigger body of a channel with an ``ordering_key`` calls.
+PUBLISH_ORDERED = "pgpubsub_publish_v3"
+#: The function ``notify()`` and ``notify_at()`` call.
+SEND = "pgpubsub_send_v3"
+#: What a lockable channel's NOTIFY carries when a message was stored for later (delayed):
+#: the workers look up when it is due. An immediate message's NOTIFY carries ``''``.
+DELAYED_DOORBELL = "later"
 
 _SIGNATURES_V2 = {
     "pgpubsub_send_v2": "text, boolean, text, jsonb[]",
@@ -140,9 +148,108 @@ $fn$;
 }
 
 
+_SIGNATURES_V3 = {
+    "pgpubsub_send_v3": "text, boolean, text, jsonb[], text[], timestamp with time zone",
+    "pgpubsub_publish_v3": "text, text, boolean, text, text, jsonb[], jsonb[], text",
+}
+
+_DEFINITIONS_V3 = {
+    "pgpubsub_send_v3": """
+-- Version 2, plus an ordering key per payload (p_keys, NULL for none) and a time before which
+-- lockable messages are not handled (p_available_at, NULL for now). A delayed message rings
+-- the doorbell with 'later', so that workers look up when it is due.
+CREATE FUNCTION __FUNCTIONS__.pgpubsub_send_v3(
+    p_channel text, p_lockable boolean, p_app text, p_payloads jsonb[], p_keys text[],
+    p_available_at timestamptz
+) RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_version integer;
+BEGIN
+    IF p_payloads IS NULL OR cardinality(p_payloads) = 0 THEN
+        RETURN;
+    END IF;
+    IF NOT p_lockable THEN
+        PERFORM __FUNCTIONS__.pgpubsub_send_v2(p_channel, false, p_app, p_payloads);
+        RETURN;
+    END IF;
+    IF to_regclass(__MIGRATIONS_TABLE__) IS NOT NULL THEN
+        SELECT max(m.id) INTO v_version
+        FROM __TABLES__.django_migrations AS m WHERE m.app = p_app;
+    END IF;
+    INSERT INTO __TABLES__.pgpubsub_notification
+        (channel, payload, created_at, db_version, attempts, available_at, last_error,
+         ordering_key)
+    SELECT p_channel, rows.payload, now(), v_version, 0,
+           GREATEST(now(), COALESCE(p_available_at, now())), '', rows.ordering_key
+    FROM unnest(p_payloads, p_keys) AS rows (payload, ordering_key)
+    WHERE rows.payload IS NOT NULL;
+    IF p_available_at IS NOT NULL AND p_available_at > now() THEN
+        PERFORM pg_notify(p_channel, 'later');
+    ELSE
+        PERFORM pg_notify(p_channel, '');
+    END IF;
+END
+$fn$;
+""",
+    "pgpubsub_publish_v3": """
+-- Version 2 for a lockable channel with an ordering key: p_key names the column (in the
+-- row's jsonb) whose value is each message's key, read from the new row, or from the old
+-- one for a delete. Other channels call version 2.
+CREATE FUNCTION __FUNCTIONS__.pgpubsub_publish_v3(
+    p_channel text, p_trigger text, p_lockable boolean, p_app text, p_model text,
+    p_old jsonb[], p_new jsonb[], p_key text
+) RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_setting text := current_setting('pgpubsub.notification_context', true);
+    v_context jsonb := '{}';
+    v_base jsonb;
+    v_version integer;
+BEGIN
+    IF NOT p_lockable THEN
+        PERFORM __FUNCTIONS__.pgpubsub_publish_v2(
+            p_channel, p_trigger, p_lockable, p_app, p_model, p_old, p_new
+        );
+        RETURN;
+    END IF;
+    IF v_setting IS NOT NULL AND v_setting <> '' THEN
+        BEGIN
+            v_context := v_setting::jsonb;
+        EXCEPTION WHEN others THEN
+            RAISE WARNING 'pgpubsub: the notification context of this session is not '
+                'valid jsonb (%), so it was left out of the message on channel %',
+                SQLERRM, p_channel;
+        END;
+    END IF;
+    v_base := jsonb_build_object(
+        'app', p_app, 'model', p_model, 'trigger', p_trigger, 'context', v_context
+    );
+    IF to_regclass(__MIGRATIONS_TABLE__) IS NOT NULL THEN
+        SELECT max(m.id) INTO v_version
+        FROM __TABLES__.django_migrations AS m WHERE m.app = p_app;
+    END IF;
+    INSERT INTO __TABLES__.pgpubsub_notification
+        (channel, payload, created_at, db_version, attempts, available_at, last_error,
+         ordering_key)
+    SELECT p_channel,
+           v_base || jsonb_build_object('old', old_row, 'new', new_row),
+           now(), v_version, 0, now(), '',
+           COALESCE(new_row ->> p_key, old_row ->> p_key)
+    FROM unnest(p_old, p_new) AS rows (old_row, new_row);
+    IF FOUND THEN
+        PERFORM pg_notify(p_channel, '');
+    END IF;
+END
+$fn$;
+""",
+}
+
+
 #: Version 1 (unqualified names) is installed by migration 0007 only, for the triggers that
 #: still call it until their migrations are regenerated.
-_VERSIONS = {2: (_SIGNATURES_V2, _DEFINITIONS_V2)}
+_VERSIONS = {
+    2: (_SIGNATURES_V2, _DEFINITIONS_V2),
+    3: (_SIGNATURES_V3, _DEFINITIONS_V3),
+}
 
 
 def functions_schema() -> str:

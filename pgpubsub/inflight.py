@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from django.db import connections
 
-from pgpubsub.models import InFlightBatch, Notification, quoted_table
+from pgpubsub.models import WAITING_SQL, InFlightBatch, Notification, quoted_table
 
 
 class AutocommitConnection(Protocol):
@@ -169,11 +169,11 @@ def left_behind(
 
 
 def prune(*, using: str) -> int:
-    """Delete records none of whose messages is still pending (deleted, or marked failed)."""
+    """Delete records none of whose messages is still queued (deleted, failed or handled)."""
     with connections[using].cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {quoted_table(InFlightBatch, using)} AS record WHERE NOT EXISTS ("
             f"SELECT 1 FROM {quoted_table(Notification, using)} AS message "
-            "WHERE message.id = ANY(record.notification_ids) AND message.failed_at IS NULL)"
+            f"WHERE message.id = ANY(record.notification_ids) AND {WAITING_SQL})"
         )
         return int(cursor.rowcount)

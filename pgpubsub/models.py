@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -30,17 +30,22 @@ class State(str, enum.Enum):
     RETRYING = "retrying"
     #: Exhausted its attempts: a dead letter, kept for a person to inspect.
     FAILED = "failed"
+    #: Handled, and kept for ``PGPUBSUB_KEEP_HANDLED`` (deleted at once without it).
+    HANDLED = "handled"
 
     def __str__(self) -> str:
         return self.value
 
 
-#: Each state as a filter; WAITING (not failed: new or retrying) spans two.
-WAITING = Q(failed_at__isnull=True)
+#: Each state as a filter; WAITING (neither failed nor handled: new or retrying) spans two.
+WAITING = Q(failed_at__isnull=True, handled_at__isnull=True)
+#: WAITING in SQL, for the hot path's raw queries.
+WAITING_SQL = "failed_at IS NULL AND handled_at IS NULL"
 STATE_FILTERS: dict[State, Q] = {
     State.NEW: WAITING & Q(attempts=0),
     State.RETRYING: WAITING & Q(attempts__gt=0),
     State.FAILED: Q(failed_at__isnull=False),
+    State.HANDLED: Q(handled_at__isnull=False),
 }
 
 
@@ -102,16 +107,40 @@ class Notification(models.Model):
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     failed_at = models.DateTimeField(null=True, blank=True)
+    #: The channel's ``ordering_key`` value: messages of one key are handled one at a time,
+    #: in id order.
+    ordering_key = models.TextField(null=True, blank=True)
+    #: When its callbacks ran, for a message kept by ``PGPUBSUB_KEEP_HANDLED``.
+    handled_at = models.DateTimeField(null=True, blank=True)
+    #: The worker that handled it (``pgpubsub worker <pid> on <host>, started <time>``).
+    handled_by = models.TextField(null=True, blank=True)
+    #: For a copy queued by ``manage.py pgpubsub replay``: the id of the original message.
+    replay_of = models.BigIntegerField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
     class Meta:
         app_label = "pgpubsub"
         indexes = [
+            models.Index(fields=["channel", "id"], name="pgpubsub_queue", condition=WAITING),
+            # Which message of a key comes first (per-key ordering).
             models.Index(
-                fields=["channel", "id"],
-                name="pgpubsub_notification_queue",
-                condition=Q(failed_at__isnull=True),
+                fields=["channel", "ordering_key", "id"],
+                name="pgpubsub_queue_by_key",
+                condition=WAITING & Q(ordering_key__isnull=False),
+            ),
+            # When the next message stored for later, or retry, is due: rows sent for now
+            # (available_at = created_at) stay out of it, so it costs them nothing.
+            models.Index(
+                fields=["channel", "available_at"],
+                name="pgpubsub_queue_later",
+                condition=WAITING & Q(available_at__gt=F("created_at")),
+            ),
+            # Pruning and listing the handled messages kept.
+            models.Index(
+                fields=["handled_at"],
+                name="pgpubsub_handled",
+                condition=Q(handled_at__isnull=False),
             ),
         ]
 
@@ -138,7 +167,9 @@ class Notification(models.Model):
 
     @property
     def status(self) -> State:
-        """The notification's :class:`State`: ``new``, ``retrying`` or ``failed``."""
+        """The notification's :class:`State`."""
+        if self.handled_at is not None:
+            return State.HANDLED
         if self.failed_at is not None:
             return State.FAILED
         return State.RETRYING if self.attempts else State.NEW

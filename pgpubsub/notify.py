@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from typing import Any
@@ -11,6 +12,7 @@ from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 
 from pgpubsub import codec, functions
 from pgpubsub.channel import BaseChannel, Channel, locate_channel
@@ -46,24 +48,128 @@ def notify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: 
         ChannelNotFound: ``channel`` names no channel.
         PayloadError: a field is missing, unknown, or of the wrong type.
     """
+    return _send(_plain_channel(channel, "notify"), kwargs, using, _NOW, None)
+
+
+def notify_at(
+    channel: type[Channel] | str,
+    when: datetime.datetime,
+    /,
+    *,
+    using: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Send a message on a lockable channel, to be handled no earlier than ``when``.
+
+    Like :func:`notify` otherwise (sent when the transaction commits). A time in the past
+    means now. ``channel`` and ``when`` are positional, so that the channel may have fields
+    with those names. Workers wake when the message is due, not at their next poll.
+
+    Example::
+
+        pgpubsub.notify_at(TrialEnds, trial.ends_at, account_id=trial.account_id)
+
+    Raises:
+        ChannelNotFound: ``channel`` names no channel.
+        PayloadError: the channel is not lockable (only stored messages can wait), ``when``
+            has no time zone, or a field is missing, unknown, or of the wrong type.
+    """
+    channel_cls = _plain_channel(channel, "notify_at")
+    _require_lockable(channel_cls, "notify_at")
+    if not isinstance(when, datetime.datetime) or timezone.is_naive(when):
+        raise PayloadError(
+            f"notify_at() needs an aware datetime (with a time zone), got {when!r}: use "
+            "django.utils.timezone.now() + timedelta(...), or datetime(..., tzinfo=...)."
+        )
+    return _send(channel_cls, kwargs, using, "%s::timestamptz", when)
+
+
+def notify_later(
+    channel: type[Channel] | str,
+    delay: datetime.timedelta | float,
+    /,
+    *,
+    using: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Send a message on a lockable channel, to be handled no earlier than ``delay`` from now.
+
+    Like :func:`notify` otherwise (sent when the transaction commits). ``delay`` is a
+    ``timedelta`` or a number of seconds (at least 0), counted on the database's clock from
+    this call. ``channel`` and ``delay`` are positional, so that the channel may have fields
+    with those names. Workers wake when the message is due, not at their next poll.
+
+    Example::
+
+        pgpubsub.notify_later(Reminder, timedelta(hours=1), user_id=user.pk)
+
+    Raises:
+        ChannelNotFound: ``channel`` names no channel.
+        PayloadError: the channel is not lockable (only stored messages can wait), ``delay``
+            is negative or not a duration, or a field is missing, unknown, or of the wrong
+            type.
+    """
+    channel_cls = _plain_channel(channel, "notify_later")
+    _require_lockable(channel_cls, "notify_later")
+    seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise PayloadError(
+            f"notify_later() needs a delay of at least 0: a timedelta or a number of seconds, "
+            f"got {delay!r}."
+        )
+    return _send(
+        channel_cls, kwargs, using, "statement_timestamp() + make_interval(secs => %s)", seconds
+    )
+
+
+#: How ``_send`` computes the time a message becomes due (SQL), with its parameter.
+_NOW = "%s::timestamptz"
+
+
+def _plain_channel(channel: type[Channel] | str, function: str) -> type[Channel]:
     channel_cls = locate_channel(channel)
     if not issubclass(channel_cls, Channel):
         raise PayloadError(
             f"{channel_cls.name()} is a TriggerChannel: its messages come from database "
-            "triggers; notify() sends on plain Channel classes only."
+            f"triggers; {function}() sends on plain Channel classes only."
         )
-    payload = codec.dumps(channel_cls.build_payload(kwargs))
+    return channel_cls
+
+
+def _require_lockable(channel_cls: type[Channel], function: str) -> None:
+    if not channel_cls.lock_notifications:
+        raise PayloadError(
+            f"{function}() cannot send on {channel_cls.name()}: it is not lockable, so its "
+            "messages are not stored and cannot wait. Set `lock_notifications = True` on the "
+            "channel to send messages for later."
+        )
+
+
+def _send(
+    channel_cls: type[Channel],
+    kwargs: dict[str, Any],
+    using: str | None,
+    due_sql: str,
+    due: Any,
+) -> str:
+    """Store (lockable) or NOTIFY (fan-out) one message; ``due_sql`` with ``due`` is when it
+    becomes due (NULL: now)."""
+    payload = channel_cls.build_payload(kwargs)
+    text = codec.dumps(payload)
     with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(
-            f"SELECT {functions.qualified(functions.SEND)}(%s, %s, %s, %s::jsonb[])",
+            f"SELECT {functions.qualified(functions.SEND)}"
+            f"(%s, %s, %s, %s::jsonb[], %s::text[], {due_sql})",
             [
                 channel_cls.listen_safe_name(),
                 channel_cls.lock_notifications,
                 _app_label(channel_cls),
-                [payload],
+                [text],
+                [channel_cls.ordering_key_of(payload)],
+                due,
             ],
         )
-    return payload
+    return text
 
 
 async def anotify(channel: type[Channel] | str, *, using: str | None = None, **kwargs: Any) -> str:

@@ -18,7 +18,13 @@ from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from pgpubsub.conf import PgPubSubSettings
-from pgpubsub.models import BroadcastPayload, InFlightBatch, Notification, quoted_table
+from pgpubsub.models import (
+    WAITING_SQL,
+    BroadcastPayload,
+    InFlightBatch,
+    Notification,
+    quoted_table,
+)
 
 _MAX_ERROR_LENGTH = 20_000
 
@@ -45,8 +51,12 @@ def claim_batch(
     also_named: Sequence[str] = (),
     extra_filter: Q | None = None,
     measure_latency: bool = False,
+    ordered: bool = False,
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
+
+    ``ordered`` (a channel with ``ordering_key``): only the oldest waiting message of each
+    key may be claimed, so a key's messages are handled one at a time, in id order.
 
     ``also_named``: other names the channel's rows may carry (``BaseChannel.stored_aliases``).
 
@@ -76,9 +86,10 @@ def claim_batch(
             f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
             f"FROM {table} "
             # Notification.objects.due(), spelled out for the plan (see the docstring).
-            "WHERE channel = ANY(%s) AND failed_at IS NULL "
+            f"WHERE channel = ANY(%s) AND {WAITING_SQL} "
             "AND available_at <= statement_timestamp()"
-            f"{where} ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
+            f"{where}{_first_of_its_key(table) if ordered else ''} "
+            "ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
             [[channel, *also_named], *params, limit],
         )
         rows = cursor.fetchall()
@@ -87,6 +98,21 @@ def claim_batch(
             StoredMessage(pk, channel, text, n, left, waited) for pk, text, n, left, waited in rows
         ]
     return [StoredMessage(pk, channel, text, n, left) for pk, text, n, left in rows]
+
+
+def _first_of_its_key(table: str) -> str:
+    """SQL (`` AND ...``): no older message of the row's key is waiting.
+
+    One probe of the ``pgpubsub_queue_by_key`` index per candidate row. An older message
+    locked by another worker's batch is still waiting in this statement's snapshot, so its
+    successors are not claimed before that batch commits (and deletes it, or records a retry,
+    which keeps it waiting; a dead letter no longer waits, and lets them go on).
+    """
+    return (
+        f" AND ({table}.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS older "
+        f"WHERE older.channel = {table}.channel AND older.ordering_key = {table}.ordering_key "
+        f"AND older.id < {table}.id AND older.failed_at IS NULL AND older.handled_at IS NULL))"
+    )
 
 
 def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:
@@ -180,6 +206,24 @@ def oldest_due_age(channels: Sequence[str], *, using: str) -> float | None:
     due = Notification.objects.using(using).due().filter(channel__in=channels)
     oldest = due.aggregate(oldest=Min("available_at"))["oldest"]
     return None if oldest is None else max((timezone.now() - oldest).total_seconds(), 0.0)
+
+
+def next_due(channels: Sequence[str], *, using: str) -> dict[str, float]:
+    """Seconds until the earliest waiting message of each of ``channels`` that is not due yet
+    (sent for later, or waiting for a retry) becomes due; channels with none are left out.
+
+    Read through the partial index of such messages (``pgpubsub_queue_later``), which
+    messages sent for now never enter: the cost does not grow with the backlog.
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT channel, extract(epoch FROM min(available_at) - statement_timestamp())"
+            f"::float8 FROM {quoted_table(Notification, using)} WHERE channel = ANY(%s) "
+            f"AND {WAITING_SQL} AND available_at > created_at "
+            "AND available_at > statement_timestamp() GROUP BY channel",
+            [list(channels)],
+        )
+        return {channel: float(seconds) for channel, seconds in cursor.fetchall()}
 
 
 def load_broadcast(ref: int, *, using: str) -> str | None:

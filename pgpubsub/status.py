@@ -24,6 +24,7 @@ class ChannelStatus:
     new: int = 0
     retrying: int = 0
     failed: int = 0
+    handled: int = 0
     #: Age of the oldest notification waiting (new or retrying).
     oldest_waiting_seconds: float | None = None
 

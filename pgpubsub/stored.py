@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 
-from pgpubsub import inflight, queue, signals
+from pgpubsub import current, inflight, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.clock import SYSTEM_CLOCK, Clock
 from pgpubsub.conf import PgPubSubSettings, get_settings
@@ -53,6 +53,9 @@ ISOLATION_PERIOD = 60.0
 
 #: A retry's wake-up comes this long after its due time: the database's clock decides.
 _RETRY_MARGIN = 0.05
+#: A message sent for later is looked up on the database's clock: a wake-up a little early
+#: claims nothing and looks it up again.
+_DUE_MARGIN = 0.002
 
 
 class Mode(enum.Enum):
@@ -110,8 +113,14 @@ class IsolationSchedule:
 
     def retry_scheduled(self, channel: type[BaseChannel], delay: float) -> None:
         """Note that a message of ``channel`` is due again in ``delay`` seconds."""
-        due = self._clock.monotonic() + delay + _RETRY_MARGIN
-        heapq.heappush(self._retries, (due, next(self._scheduled), channel))
+        self.due_in(channel, delay + _RETRY_MARGIN)
+
+    def due_in(self, channel: type[BaseChannel], delay: float) -> None:
+        """Note that a message of ``channel`` becomes due in ``delay`` seconds."""
+        due = self._clock.monotonic() + delay
+        # Looked up again at every poll: a time already noted is not noted twice.
+        if not any(at <= due and noted is channel for at, _, noted in self._retries):
+            heapq.heappush(self._retries, (due, next(self._scheduled), channel))
 
     def next_retry(self) -> float | None:
         """The clock time at which the earliest retry noted is due, if any."""
@@ -240,6 +249,15 @@ class StoredProcessor:
         self.schedule = IsolationSchedule(clock)
         self._failures = _FailedAttempts(self.settings, using, self.schedule)
 
+    def look_up_due(self, channels: Iterable[type[BaseChannel]]) -> None:
+        """Note when the next message of ``channels`` sent for later (or retried by another
+        worker) becomes due, so that the worker wakes then rather than at its next poll."""
+        by_name = {channel.listen_safe_name(): channel for channel in channels}
+        if not by_name:
+            return
+        for name, delay in queue.next_due(list(by_name), using=self.using).items():
+            self.schedule.due_in(by_name[name], delay + _DUE_MARGIN)
+
     def drain(
         self,
         channel: type[BaseChannel],
@@ -331,6 +349,7 @@ class StoredProcessor:
                     also_named=channel.stored_aliases(),
                     extra_filter=self.extra_filter,
                     measure_latency=observed,
+                    ordered=channel.ordering_key is not None,
                 )
                 batch = _Batch(messages, outcomes=[] if observed else None)
                 batch.result.claimed = len(messages)
@@ -402,16 +421,25 @@ class StoredProcessor:
         """Run an optimistic batch's message; False when it raised (it is redone isolated,
         where its failure is recorded)."""
         try:
-            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+            self._run_callbacks(channel, message)
         except BaseException:  # see _process_one
             return False
         return True
+
+    def _run_callbacks(self, channel: type[BaseChannel], message: queue.StoredMessage) -> None:
+        """Decode ``message`` and run its callbacks, with :func:`pgpubsub.current_message`
+        telling them which message they handle."""
+        token = current.running.set((channel, message, self.using))
+        try:
+            self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+        finally:
+            current.running.reset(token)
 
     def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> Outcome:
         started = time.perf_counter()
         try:
             with transaction.atomic(using=self.using):
-                self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
+                self._run_callbacks(channel, message)
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()

@@ -124,11 +124,14 @@ class Notify(pgtrigger.Trigger):
             old_rows = f"ARRAY[{_row_json(model, 'OLD')}]"
             new_rows = f"ARRAY[{_row_json(model, 'NEW')}]"
             returning = "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
-        publish = functions.qualified(functions.PUBLISH)
-        return (
-            f"PERFORM {publish}({channel}, {trigger}, {lockable}, {app}, "
-            f"{model_name}, {old_rows}, {new_rows}); {returning}"
-        )
+        arguments = f"{channel}, {trigger}, {lockable}, {app}, {model_name}, {old_rows}, {new_rows}"
+        column = self.channel.ordering_column()
+        if column is None:
+            publish = functions.qualified(functions.PUBLISH)
+        else:
+            publish = functions.qualified(functions.PUBLISH_ORDERED)
+            arguments += f", {_literal(column)}"
+        return f"PERFORM {publish}({arguments}); {returning}"
 
 
 def _transition_table(

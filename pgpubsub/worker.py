@@ -37,6 +37,7 @@ from pgpubsub.connection import (
 )
 from pgpubsub.exceptions import DatabaseUnavailable
 from pgpubsub.fanout import FanoutProcessor
+from pgpubsub.functions import DELAYED_DOORBELL
 from pgpubsub.housekeeping import Housekeeping, NoHousekeeping
 from pgpubsub.options import WorkerOptions, select_channels
 from pgpubsub.progress import RecoveryProgress, TrafficSummary
@@ -198,8 +199,10 @@ class Worker:
             self._wakeup.clear()
             self._stop_if_orphaned()
             self._handle(messages)
-            for channel in self._stored.schedule.due_retries():
+            due = self._stored.schedule.due_retries()
+            for channel in due:
                 self._record(self._stored.drain(channel))
+            self._stored.look_up_due(due)
             if self.clock.monotonic() >= next_poll:
                 connection.ping()
                 self._drain_all()
@@ -253,16 +256,21 @@ class Worker:
 
     def _handle(self, messages: list[Message]) -> None:
         woken: dict[type[BaseChannel], None] = {}
+        later: dict[type[BaseChannel], None] = {}
         for message in messages:
             channel = self._registry.channel_for(message.channel)
             if channel is None or channel not in self.channels:
                 continue
             if channel.lock_notifications:
-                woken[channel] = None
+                if message.payload == DELAYED_DOORBELL:
+                    later[channel] = None
+                else:
+                    woken[channel] = None
             elif not self.stopping:
                 self._count_fanout(self._fanout.deliver(channel, message.payload))
         for channel in woken:
             self._record(self._stored.drain(channel))
+        self._stored.look_up_due(later)
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)
@@ -273,6 +281,7 @@ class Worker:
             if self.stopping:
                 return
             self._record(self._stored.drain(channel))
+        self._stored.look_up_due(self.lockable)
         self._housekeeping.run_if_due()
 
     def _recover(self) -> None:

@@ -110,9 +110,23 @@ __all__ = [
     "ChildTriggerChannel",
     "LedgerEntryTriggerChannel",
     "MediaTriggerChannel",
+    "OrderedTask",
     "Post",
     "PostReads",
     "PostTriggerChannel",
     "Task",
     "Tick",
 ]
+
+
+@dataclass
+class OrderedTask(Channel):
+    """Messages of one key are handled one at a time, in the order they were sent."""
+
+    key: str
+    seq: int
+    sleep: float = 0.0
+    #: Fail this many attempts before succeeding (more than PGPUBSUB_MAX_ATTEMPTS: dead letter).
+    fail_attempts: int = 0
+    lock_notifications = True
+    ordering_key = "key"

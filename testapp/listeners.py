@@ -18,6 +18,7 @@ from testapp.channels import (
     ChildTriggerChannel,
     LedgerEntryTriggerChannel,
     MediaTriggerChannel,
+    OrderedTask,
     PostReads,
     PostTriggerChannel,
     Task,
@@ -130,3 +131,16 @@ def apply_ledger_entry(old: LedgerEntry | None, new: LedgerEntry, **context: Any
 @pgpubsub.listener(Tick)
 def tick(number: int) -> None:
     """Does nothing: what a backlog of Tick messages costs is pgpubsub's own work."""
+
+
+@pgpubsub.listener(OrderedTask)
+def run_ordered_task(key: str, seq: int, sleep: float, fail_attempts: int) -> None:
+    message = pgpubsub.current_message()
+    assert message is not None
+    if message.attempt <= fail_attempts:
+        raise ValueError(f"ordered task {key} #{seq} was asked to fail")
+    if sleep:
+        time.sleep(sleep)
+    ListenerEvent.objects.create(
+        listener="ordered", object_key=key, detail={"seq": seq}, pid=os.getpid()
+    )

@@ -41,6 +41,11 @@ CREATE FUNCTION "{schema}".pgpubsub_publish_v2(
 ) RETURNS void LANGUAGE sql AS $$ {steal_publish_v2} $$;
 CREATE FUNCTION "{schema}".pgpubsub_send_v2(text, boolean, text, jsonb[])
 RETURNS void LANGUAGE sql AS $$ {steal_send_v2} $$;
+CREATE FUNCTION "{schema}".pgpubsub_publish_v3(
+    text, text, boolean, text, text, jsonb[], jsonb[], text
+) RETURNS void LANGUAGE sql AS $$ {steal_publish_v3} $$;
+CREATE FUNCTION "{schema}".pgpubsub_send_v3(text, boolean, text, jsonb[], text[], timestamptz)
+RETURNS void LANGUAGE sql AS $$ {steal_send_v3} $$;
 CREATE FUNCTION "{schema}".to_jsonb(public.testapp_author)
 RETURNS jsonb LANGUAGE sql AS $$ {steal_to_jsonb}; SELECT '{{}}'::jsonb $$;
 CREATE FUNCTION "{schema}".unnest(jsonb[])
@@ -51,7 +56,15 @@ RETURNS SETOF jsonb LANGUAGE sql AS $$ {steal_unnest}; SELECT '{{}}'::jsonb $$;
 def attack_sql(schema: str) -> str:
     steals = {
         f"steal_{what}": _STEAL.format(schema=schema, what=what)
-        for what in ("publish_v1", "publish_v2", "send_v2", "to_jsonb", "unnest")
+        for what in (
+            "publish_v1",
+            "publish_v2",
+            "send_v2",
+            "publish_v3",
+            "send_v3",
+            "to_jsonb",
+            "unnest",
+        )
     }
     return ATTACK.format(schema=schema, **steals)
 

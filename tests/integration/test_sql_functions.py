@@ -26,7 +26,12 @@ def test_functions_go_to_pgtrigger_schema_and_notify_calls_them_there() -> None:
         installed_again = functions.install_functions(connection)
         pgpubsub.notify(Task, key="through the other schema")
 
-    assert created == ["pgpubsub_send_v2", "pgpubsub_publish_v2"]
+    assert created == [
+        "pgpubsub_send_v2",
+        "pgpubsub_publish_v2",
+        "pgpubsub_send_v3",
+        "pgpubsub_publish_v3",
+    ]
     assert installed_again == []
     with connection.cursor() as cursor:
         cursor.execute(
@@ -34,7 +39,12 @@ def test_functions_go_to_pgtrigger_schema_and_notify_calls_them_there() -> None:
             "WHERE n.nspname = %s ORDER BY p.proname",
             [schema],
         )
-        assert cursor.fetchall() == [("pgpubsub_publish_v2",), ("pgpubsub_send_v2",)]
+        assert cursor.fetchall() == [
+            ("pgpubsub_publish_v2",),
+            ("pgpubsub_publish_v3",),
+            ("pgpubsub_send_v2",),
+            ("pgpubsub_send_v3",),
+        ]
     (stored,) = Notification.objects.all()
     assert stored.payload["kwargs"]["key"] == "through the other schema"
 
@@ -43,11 +53,13 @@ def test_functions_run_with_a_pinned_search_path() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT p.proname, p.proconfig FROM pg_proc AS p "
-            "WHERE p.proname IN ('pgpubsub_publish_v2', 'pgpubsub_send_v2') ORDER BY p.proname"
+            "WHERE p.proname ~ '^pgpubsub_(publish|send)_v[23]$' ORDER BY p.proname"
         )
         rows = cursor.fetchall()
 
     assert rows == [
         ("pgpubsub_publish_v2", ["search_path=pg_catalog, pg_temp"]),
+        ("pgpubsub_publish_v3", ["search_path=pg_catalog, pg_temp"]),
         ("pgpubsub_send_v2", ["search_path=pg_catalog, pg_temp"]),
+        ("pgpubsub_send_v3", ["search_path=pg_catalog, pg_temp"]),
     ]

@@ -56,7 +56,7 @@ def test_each_notification_is_in_one_state_and_the_views_across_them_agree() -> 
     (task,) = [
         s for s in collect_status("default").channels if s.pg_name == Task.listen_safe_name()
     ]
-    assert task.counts() == {"new": 1, "retrying": 2, "failed": 1}
+    assert task.counts() == {"new": 1, "retrying": 2, "failed": 1, "handled": 0}
     assert task.oldest_waiting_seconds is not None
 
 
