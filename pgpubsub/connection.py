@@ -204,6 +204,26 @@ def connection_errors(using: str) -> tuple[type[BaseException], ...]:
     return (OperationalError, InterfaceError, driver.OperationalError, driver.InterfaceError)
 
 
+#: PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout or pg_cancel_backend.
+_QUERY_CANCELED = "57014"
+
+
+def what_failed(exc: BaseException) -> str:
+    """What a database error that ended a connection's session means, in words.
+
+    Both drivers raise a cancelled statement as an ``OperationalError``, like a lost
+    connection, and Django keeps the driver's error as the cause.
+    """
+    for error in (exc, exc.__cause__):
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code == _QUERY_CANCELED:
+            return (
+                "A query was cancelled (it ran longer than statement_timeout, or "
+                "pg_cancel_backend() was called); the connections are reopened"
+            )
+    return "Lost the database connection"
+
+
 class ListenSession:
     """A connection LISTENing on ``channels``, reopened with backoff whenever it is lost.
 
@@ -293,7 +313,8 @@ class ListenSession:
                 f"PGPUBSUB_RECONNECT_TIMEOUT ({self._reconnect_timeout:g} s); last error: {exc}"
             )
         logger.warning(
-            "Lost the database connection (%s); reconnecting in %.1f s",
+            "%s (%s); reconnecting in %.1f s",
+            what_failed(exc),
             str(exc).strip() or type(exc).__name__,
             self._backoff,
             extra={"action": "reconnecting"},
