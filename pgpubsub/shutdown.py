@@ -1,9 +1,16 @@
-"""The shutdown policy that the worker and the supervisor share.
+"""The shutdown policy that the worker and the supervisor share, and the signals it handles.
 
-First SIGTERM or SIGINT: a graceful stop (a worker finishes its current message; the
-supervisor forwards the signal and waits). A second one: stop at once. A second signal
-within ``ignore_repeats_within`` seconds of the first is the same request delivered twice
-(systemd signals the whole control group and the supervisor forwards it too) and is ignored.
+- SIGTERM or SIGINT (from a person or a process manager): the first asks for a graceful
+  stop (a worker finishes its current message; the supervisor stops its workers and waits);
+  the second, whenever it comes, for a stop at once.
+- SIGUSR1 (what a supervisor sends its workers): a graceful stop, however often it comes.
+  Because the supervisor does not forward SIGTERM itself, a worker that also receives
+  systemd's SIGTERM (``KillMode=control-group``) sees one SIGTERM, not two.
+- SIGQUIT (what a supervisor sends its workers after a second SIGTERM): stop at once.
+
+Until a process installs its policy, these signals are blocked (:func:`block_signals`):
+one that arrives while a process starts waits for the handler instead of killing the process
+(exit code 143 instead of a graceful stop).
 """
 
 from __future__ import annotations
@@ -14,24 +21,40 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from pgpubsub.clock import SYSTEM_CLOCK, Clock
-
 logger = logging.getLogger(__name__)
 
-#: The signals that ask a ``listen`` process to stop.
+#: The signals that people and process managers send to stop a ``listen`` process.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Sent by a supervisor to its workers: finish the current message, then exit.
+STOP_AFTER_MESSAGE = signal.SIGUSR1
+#: Sent by a supervisor to its workers: exit at once.
+STOP_NOW = signal.SIGQUIT
+#: Every signal a :class:`ShutdownPolicy` handles.
+HANDLED_SIGNALS = (*STOP_SIGNALS, STOP_AFTER_MESSAGE, STOP_NOW)
+
+
+def block_signals(extra: tuple[signal.Signals, ...] = ()) -> set[int | signal.Signals]:
+    """Hold back the handled signals (and ``extra``) until a policy is installed.
+
+    Child processes inherit the blocked set, so a signal sent to a starting worker waits for
+    its handler. Returns the previous mask, for :func:`restore_signals`.
+    """
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {*HANDLED_SIGNALS, *extra})
+
+
+def restore_signals(mask: set[int | signal.Signals]) -> None:
+    """Set the mask that :func:`block_signals` returned (pending signals are delivered)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class ShutdownPolicy:
     """Turns stop signals into a graceful stop, then an immediate one.
 
     Arguments:
-        graceful: called with the signal's name on the first stop signal.
-        immediate: called with the signal's name on a later one.
-        ignore_repeats_within: seconds after the first signal during which another is
-            ignored (0: none is).
-        deadline: with ``overdue``, seconds after the first signal at which ``overdue`` is
-            called (on a timer thread) unless :meth:`cancel` was called first.
+        graceful: called with the signal's name on the first stop request.
+        immediate: called with the signal's name on the second SIGTERM/SIGINT, or SIGQUIT.
+        deadline: with ``overdue``, seconds after the first stop request at which ``overdue``
+            is called (on a timer thread) unless :meth:`cancel` was called first.
 
     Example::
 
@@ -45,47 +68,41 @@ class ShutdownPolicy:
         *,
         graceful: Callable[[str], None],
         immediate: Callable[[str], None],
-        ignore_repeats_within: float = 0.0,
         deadline: float | None = None,
         overdue: Callable[[], None] = lambda: None,
-        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._graceful = graceful
         self._immediate = immediate
-        self._ignore_repeats_within = ignore_repeats_within
         self._deadline = deadline
         self._overdue = overdue
-        self._clock = clock
-        self.requested_at: float | None = None
-        #: Calls ``overdue`` at the deadline, once started by the first signal.
+        self._stop_signals = 0
+        self.requested = False
+        #: Calls ``overdue`` at the deadline, once started by the first stop request.
         self.timer: threading.Timer | None = None
 
-    @property
-    def requested(self) -> bool:
-        """Whether a stop signal has arrived."""
-        return self.requested_at is not None
-
     def install(self) -> None:
-        """Handle SIGTERM and SIGINT with this policy (in the main thread only: elsewhere
-        Python cannot install signal handlers, and the embedding code owns them)."""
+        """Handle the signals with this policy, then let them in (in the main thread only:
+        elsewhere Python cannot install signal handlers, and the embedding code owns them)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in STOP_SIGNALS:
+        for signum in HANDLED_SIGNALS:
             signal.signal(signum, self.on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def on_signal(self, signum: int, frame: FrameType | None = None) -> None:
         """Apply the policy to one received signal."""
         name = signal.Signals(signum).name
-        now = self._clock.monotonic()
-        if self.requested_at is None:
-            self.requested_at = now
+        if signum in STOP_SIGNALS:
+            self._stop_signals += 1
+        if signum == STOP_NOW or self._stop_signals > 1:
+            self._immediate(name)
+        elif not self.requested:
+            self.requested = True
             self._graceful(name)
             if self._deadline is not None:
                 self.timer = threading.Timer(self._deadline, self._overdue)
                 self.timer.daemon = True
                 self.timer.start()
-        elif now - self.requested_at >= self._ignore_repeats_within:
-            self._immediate(name)
 
     def cancel(self) -> None:
         """The stop is done: the deadline no longer applies."""

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -20,7 +21,13 @@ from typing import Any
 from pgpubsub import readiness
 from pgpubsub.conf import PgPubSubSettings, get_settings
 from pgpubsub.options import LogOptions, WorkerOptions
-from pgpubsub.shutdown import ShutdownPolicy
+from pgpubsub.shutdown import (
+    STOP_AFTER_MESSAGE,
+    STOP_NOW,
+    ShutdownPolicy,
+    block_signals,
+    restore_signals,
+)
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -41,9 +48,12 @@ def configure_logging(options: LogOptions) -> None:
 
 def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
     """Entry point of a worker child process (must be importable for ``spawn``)."""
-    # Own process group: a Ctrl-C in the terminal reaches the parent only, which forwards it
-    # once; otherwise the child would see two signals and stop at once.
+    # Own process group: a Ctrl-C in the terminal reaches the parent only, which stops the
+    # workers; otherwise the child would see two signals and stop at once.
     os.setpgrp()
+    # Inherited from the supervisor (fork) or its mask (spawn): a worker does not restart.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     configure_logging(log)
     import django
     from django.apps import apps
@@ -92,7 +102,11 @@ class _Slot:
 
 
 class Supervisor:
-    """Starts ``processes`` workers and keeps them running until SIGTERM/SIGINT."""
+    """Starts ``processes`` workers and keeps them running until SIGTERM/SIGINT.
+
+    SIGHUP replaces the workers: each finishes its current message and exits, and a new
+    process (which loads the code anew, with the ``spawn`` start method) takes its place.
+    """
 
     def __init__(
         self,
@@ -122,6 +136,8 @@ class Supervisor:
 
         self._wakeup.ring_on_signals()
         self._shutdown.install()
+        signal.signal(signal.SIGHUP, self._replace_workers)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         # Children must not share the parent's database sockets (fork) and do not need them.
         close_django_connections()
         for slot in self.slots:
@@ -154,8 +170,17 @@ class Supervisor:
             args=(self.options.for_worker(slot.number), self.log),
             name=f"pgpubsub-worker-{slot.number}",
         )
-        process.start()
-        slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        if self.context.get_start_method() == "spawn":
+            # Started now, not inside start(): starting it unblocks SIGTERM and SIGINT.
+            resource_tracker.ensure_running()
+        # Blocked until the child installs its handlers (it inherits the mask), and here
+        # until the slot knows the child: a stop request in between reaches it too.
+        mask = block_signals((signal.SIGHUP,))
+        try:
+            process.start()
+            slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        finally:
+            restore_signals(mask)
         logger.info(
             "Started worker %s (pid %s)",
             slot.number,
@@ -192,6 +217,9 @@ class Supervisor:
             if self.stopping:
                 self._codes_after_stop.append(code)
                 continue
+            if code == 0:
+                self._replace(slot, process.pid)
+                continue
             reason = _exit_reason(code)
             if not self.restart_on_failure:
                 logger.error(
@@ -211,6 +239,18 @@ class Supervisor:
                 delay,
                 extra={"action": "worker_died", "exit_code": code},
             )
+
+    def _replace(self, slot: _Slot, pid: int | None) -> None:
+        """Start a successor at once to a worker that exited cleanly: it was asked to (SIGHUP,
+        or a SIGTERM sent to it alone) or retired itself (``--max-messages``/``--max-memory``).
+        """
+        logger.info(
+            "Worker %s (pid %s) exited cleanly: starting its replacement",
+            slot.number,
+            pid,
+            extra={"action": "worker_replaced", "pid": pid},
+        )
+        slot.backoff, slot.restart_at = _BACKOFF_START, time.monotonic()
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -233,13 +273,24 @@ class Supervisor:
 
     def _stop_now(self, signal_name: str) -> None:
         logger.warning("Second %s: workers stop at once", signal_name, extra={"action": "killed"})
+        self._signal_workers(STOP_NOW)
+
+    def _replace_workers(self, signum: int, frame: object = None) -> None:
+        """SIGHUP: have every worker finish its message and exit; each is replaced."""
+        if self.stopping:
+            return
+        logger.info(
+            "SIGHUP received: replacing %s worker(s) once each has finished its message",
+            len(self._alive()),
+            extra={"action": "replacing_workers"},
+        )
         self._signal_workers()
 
-    def _signal_workers(self) -> None:
-        """Send SIGTERM to each worker (a second one makes a worker exit at once)."""
+    def _signal_workers(self, signum: signal.Signals = STOP_AFTER_MESSAGE) -> None:
+        """Send ``signum`` to each worker (:mod:`pgpubsub.shutdown` says what each means)."""
         for process in self._alive():
             if process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signum)
 
     def _kill_remaining(self) -> None:
         for process in self._alive():

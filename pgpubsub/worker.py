@@ -42,14 +42,11 @@ from pgpubsub.housekeeping import Housekeeping, NoHousekeeping
 from pgpubsub.options import WorkerOptions, select_channels
 from pgpubsub.progress import RecoveryProgress, TrafficSummary
 from pgpubsub.registry import ChannelRegistry, registry
-from pgpubsub.shutdown import ShutdownPolicy
+from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
-
-#: A second stop signal this soon after the first is the same request delivered twice.
-_DUPLICATE_SIGNAL_WINDOW = 1.0
 
 __all__ = ["Worker", "WorkerOptions", "create_worker"]
 
@@ -57,9 +54,10 @@ __all__ = ["Worker", "WorkerOptions", "create_worker"]
 class Worker:
     """Runs the listeners of the selected channels in the current process.
 
-    First SIGTERM/SIGINT: finish the current message, commit, exit 0 (within
-    ``PGPUBSUB_SHUTDOWN_TIMEOUT``). Second signal: exit at once; an unfinished stored message
-    is rolled back and stays stored for another worker.
+    First SIGTERM/SIGINT (or SIGUSR1, from the supervisor): finish the current message,
+    commit, exit 0 (within ``PGPUBSUB_SHUTDOWN_TIMEOUT``). Second SIGTERM/SIGINT (or SIGQUIT):
+    exit at once; an unfinished stored message is rolled back and stays stored for another
+    worker (see :mod:`pgpubsub.shutdown`).
 
     Arguments:
         options: what to listen to (channels, database, ``--recover``...).
@@ -112,10 +110,8 @@ class Worker:
         self._shutdown = ShutdownPolicy(
             graceful=self._stop_gracefully,
             immediate=_exit_now,
-            ignore_repeats_within=_DUPLICATE_SIGNAL_WINDOW,
             deadline=settings.shutdown_timeout,
             overdue=self._shutdown_overdue,
-            clock=clock,
         )
         self._session = ListenSession(
             connect,
@@ -166,9 +162,11 @@ class Worker:
 
     def _stop_gracefully(self, signal_name: str) -> None:
         logger.info(
-            "%s received: finishing the current message, then stopping (send it again to "
-            "stop at once)",
+            "%s received: finishing the current message, then stopping (%s)",
             signal_name,
+            "asked by the supervisor"
+            if signal_name == STOP_AFTER_MESSAGE.name
+            else "send it again to stop at once",
             extra={"action": "shutting_down"},
         )
         self.request_stop()
@@ -338,7 +336,13 @@ def _worker_label() -> str:
 
 
 def _exit_now(signal_name: str) -> None:
-    logger.warning("Second %s: exiting now", signal_name, extra={"action": "killed"})
+    logger.warning(
+        "%s: exiting now",
+        "SIGQUIT (the supervisor stops at once)"
+        if signal_name == "SIGQUIT"
+        else f"Second {signal_name}",
+        extra={"action": "killed"},
+    )
     os._exit(1)
 
 

@@ -10,22 +10,19 @@ from pgpubsub.supervisor import _Slot
 from tests.support.fakes import FakeClock
 
 
-def policy(clock: FakeClock, window: float = 0.0) -> tuple[ShutdownPolicy, list[str]]:
+def policy() -> tuple[ShutdownPolicy, list[str]]:
     calls: list[str] = []
     return (
         ShutdownPolicy(
             graceful=lambda name: calls.append(f"graceful {name}"),
             immediate=lambda name: calls.append(f"immediate {name}"),
-            ignore_repeats_within=window,
-            clock=clock,
         ),
         calls,
     )
 
 
 def test_the_first_stop_signal_is_graceful_and_the_second_immediate() -> None:
-    clock = FakeClock()
-    shutdown, calls = policy(clock)
+    shutdown, calls = policy()
 
     shutdown.on_signal(signal.SIGTERM)
     shutdown.on_signal(signal.SIGINT)
@@ -34,18 +31,25 @@ def test_the_first_stop_signal_is_graceful_and_the_second_immediate() -> None:
     assert shutdown.requested
 
 
-def test_a_second_signal_within_the_window_is_the_same_request_delivered_twice() -> None:
-    clock = FakeClock()
-    shutdown, calls = policy(clock, window=1.0)
+def test_the_supervisors_stop_request_does_not_count_as_a_first_sigterm() -> None:
+    # systemd's SIGTERM to the whole control group and the supervisor's SIGUSR1, either way
+    # round: one graceful stop, never an immediate one.
+    for order in ([signal.SIGUSR1, signal.SIGTERM], [signal.SIGTERM, signal.SIGUSR1]):
+        shutdown, calls = policy()
+        for signum in order:
+            shutdown.on_signal(signum)
+        shutdown.on_signal(signal.SIGUSR1)
+        assert calls == [f"graceful {order[0].name}"]
 
     shutdown.on_signal(signal.SIGTERM)
-    clock.advance(0.9)
-    shutdown.on_signal(signal.SIGTERM)
-    assert calls == ["graceful SIGTERM"]
+    assert calls[-1] == "immediate SIGTERM"
 
-    clock.advance(0.1)
-    shutdown.on_signal(signal.SIGTERM)
-    assert calls == ["graceful SIGTERM", "immediate SIGTERM"]
+
+def test_sigquit_from_the_supervisor_stops_at_once() -> None:
+    shutdown, calls = policy()
+    shutdown.on_signal(signal.SIGUSR1)
+    shutdown.on_signal(signal.SIGQUIT)
+    assert calls == ["graceful SIGUSR1", "immediate SIGQUIT"]
 
 
 def test_a_worker_crashing_again_and_again_is_restarted_later_each_time() -> None:

@@ -14,6 +14,7 @@ from pgpubsub.connection import Message
 from pgpubsub.housekeeping import NoHousekeeping
 from pgpubsub.options import WorkerOptions
 from pgpubsub.registry import ChannelRegistry, Listener
+from pgpubsub.shutdown import HANDLED_SIGNALS
 from pgpubsub.worker import Worker
 from tests.support.fakes import QUIET, FakeClock, FakeServer, ScriptedConnection, lost
 from tests.unit.channels_for_tests import Bulletin
@@ -25,7 +26,7 @@ RECONNECT_TIMEOUT = 30.0
 @pytest.fixture(autouse=True)
 def keep_signal_handlers() -> Iterator[None]:
     """Worker.run() installs its handlers in the main thread: give pytest its own back."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    saved = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
@@ -156,8 +157,8 @@ def test_a_stop_signal_finishes_the_loop_and_a_duplicate_is_ignored(clock: FakeC
     worker = make_worker(FakeServer(connection), clock)
 
     def two_signals() -> None:
-        worker._shutdown.on_signal(signal.SIGTERM)
-        worker._shutdown.on_signal(signal.SIGTERM)  # the same request, delivered twice
+        worker._shutdown.on_signal(signal.SIGTERM)  # systemd's, to the whole control group
+        worker._shutdown.on_signal(signal.SIGUSR1)  # the supervisor's: the same request
 
     connection._script = [two_signals]
 

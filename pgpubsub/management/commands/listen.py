@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -16,6 +17,7 @@ from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.options import LogOptions, WorkerOptions, select_channels
 from pgpubsub.preflight import DatabaseNotReady, require_ready
 from pgpubsub.registry import registry
+from pgpubsub.shutdown import block_signals, restore_signals
 from pgpubsub.supervisor import Supervisor, configure_logging
 from pgpubsub.worker import create_worker
 
@@ -161,6 +163,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # A stop signal from now on waits for the worker's or the supervisor's handler (which
+        # lets it in) rather than killing the command halfway through its start (exit 143).
+        mask = block_signals(() if options["worker"] else (signal.SIGHUP,))
+        try:
+            self._run(options)
+        finally:
+            restore_signals(mask)  # for callers that go on (call_command in a test)
+
+    def _run(self, options: dict[str, Any]) -> None:
         try:
             settings = get_settings()
         except SettingsError as exc:  # reached with --skip-checks only
