@@ -92,6 +92,7 @@ class NotificationAdmin(_ModelAdmin):
         "available_at",
         "last_attempt_at",
         "failed_at",
+        "key_order",
         "db_version",
         "formatted_payload",
         "formatted_error",
@@ -119,6 +120,17 @@ class NotificationAdmin(_ModelAdmin):
     @admin.display(description="last error")
     def error_summary(self, obj: Notification) -> str:
         return obj.error_summary()
+
+    @admin.display(description="ordering key")
+    def key_order(self, obj: Notification) -> str:
+        if obj.ordering_key is None:
+            return "-"
+        if obj.failed_at is None:
+            return obj.ordering_key
+        return (
+            f"{obj.ordering_key}: as a dead letter it no longer holds back its key, so later "
+            "messages of this key were handled after it (retrying it now runs it after them)."
+        )
 
     @admin.display(description="payload")
     def formatted_payload(self, obj: Notification) -> str:

@@ -149,3 +149,20 @@ def test_in_flight_batches_are_listed_read_only(admin_client: Client) -> None:
     delete = reverse("admin:pgpubsub_inflightbatch_delete", args=[dead.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert InFlightBatch.objects.filter(pk=dead.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_of_an_ordered_channel_says_later_messages_of_its_key_went_on(
+    admin_client: Client,
+) -> None:
+    from testapp.channels import OrderedTask
+
+    pgpubsub.notify(OrderedTask, key="order-7", seq=0)
+    dead = Notification.objects.get()
+    dead.failed_at = timezone.now()
+    dead.save()
+
+    url = reverse("admin:pgpubsub_notification_change", args=[dead.pk])
+    page = admin_client.get(url).content.decode()
+    assert "order-7: as a dead letter it no longer holds back its key" in page
+    assert "later messages of this key were handled after it" in page
