@@ -6,6 +6,8 @@ the messages sent while it restarts.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from django.db import connection
 
@@ -81,6 +83,7 @@ def test_junk_on_fanout_channels_is_logged_and_dropped_and_the_same_worker_carri
     assert pids == [worker]
     assert "Dropped a NOTIFY on channel testapp.channels.Announcement" in output
     assert "Dropped a NOTIFY on channel testapp.channels.PostTriggerChannel" in output
-    assert "RecursionError" in output  # the 3000-deep array, named
+    if sys.version_info < (3, 13):  # 3.13's parser takes 3000 levels: then "not an object"
+        assert "RecursionError" in output  # the 3000-deep array, named
     assert "x" * 1000 not in output  # logged truncated
     assert "(7999 characters)" in output

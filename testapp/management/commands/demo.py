@@ -270,6 +270,10 @@ class Command(BaseCommand):
         except OperationalError:
             return  # check_database() explains
         connection.close()
+        # With Django's connection pool (DATABASE_POOL=1) a closed connection goes back to a
+        # pool of the old database: drop the pool so the next one connects to ``name``.
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()
         db["NAME"] = name
         # The `listen` subprocesses read it (testapp/settings.py).
         os.environ["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
