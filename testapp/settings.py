@@ -97,3 +97,17 @@ PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_RETRY_BACKOFF", "0.2"))
 PGPUBSUB_SHUTDOWN_TIMEOUT = float(os.environ.get("PGPUBSUB_SHUTDOWN_TIMEOUT", "10"))
 PGPUBSUB_RECONNECT_TIMEOUT = float(os.environ.get("PGPUBSUB_RECONNECT_TIMEOUT", "120"))
 PGPUBSUB_PROGRESS_INTERVAL = float(os.environ.get("PGPUBSUB_PROGRESS_INTERVAL", "5.0"))
+
+# Django's tasks framework on pgpubsub (pgpubsub.tasks; testapp/tasks.py): Django 6.0+ has it,
+# older versions use the django-tasks backport, whose app registers the system checks.
+TASKS = {
+    "default": {
+        "BACKEND": "pgpubsub.tasks.PgPubSubBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"RETRY_BACKOFF": 0.2},
+    }
+}
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
