@@ -111,3 +111,5 @@ try:
     import django.tasks  # noqa: F401
 except ImportError:
     INSTALLED_APPS.append("django_tasks")
+# Mail sent by tasks (testapp.tasks.email_users) stays in memory.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
