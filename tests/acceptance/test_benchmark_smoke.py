@@ -18,6 +18,7 @@ SCENARIOS = (
     "fanout",
     "raw",
     "tasks",
+    "keep_handled",
 )
 
 
