@@ -7,8 +7,8 @@ and recreates, so a benchmark never touches the database that DATABASE_URL names
 
 from __future__ import annotations
 
-import importlib.util
 import datetime
+import importlib.util
 import os
 from urllib.parse import unquote, urlsplit
 
