@@ -111,6 +111,7 @@ class Worker:
             should_stop=lambda: self.stopping,
             clock=clock,
             watchdog=self._watchdog,
+            worker=self.name.label,
         )
         self._fanout = FanoutProcessor(channel_registry, settings, options.using)
         self._housekeeping = housekeeping or Housekeeping(settings, options.using, clock)

@@ -7,6 +7,7 @@ second one ("other", for the multi-database example) from OTHER_DATABASE_URL.
 
 from __future__ import annotations
 
+import datetime
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -102,3 +103,6 @@ PGPUBSUB_MESSAGE_TIME_LIMIT = (
     if os.environ.get("PGPUBSUB_MESSAGE_TIME_LIMIT")
     else None
 )
+# Seconds; unset (the default, None): handled messages are deleted.
+if os.environ.get("PGPUBSUB_KEEP_HANDLED"):
+    PGPUBSUB_KEEP_HANDLED = datetime.timedelta(seconds=float(os.environ["PGPUBSUB_KEEP_HANDLED"]))

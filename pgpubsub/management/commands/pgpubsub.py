@@ -78,8 +78,8 @@ class Command(BaseCommand):
         )
         status = subcommands.add_parser(
             "status",
-            help="Per channel: new, retrying and failed notifications, the oldest waiting "
-            "one's age and the listeners; the workers connected; NOTIFY queue usage.",
+            help="Per channel: new, retrying, failed and kept handled notifications, the oldest "
+            "waiting one's age and the listeners; the workers connected; NOTIFY queue usage.",
         )
         status.add_argument("--json", action="store_true", help="Print JSON for machines.")
         status.add_argument(
@@ -151,14 +151,16 @@ class Command(BaseCommand):
                 raise SystemExit(1)
 
     def _print_status(self, report: StatusReport) -> None:
-        header = f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
+        header = (
+            f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'handled':>8} {'oldest':>9}"
+        )
         self.stdout.write(header)
         for status in report.channels:
             age = status.oldest_waiting_seconds
             oldest = f"{age:.0f} s" if age is not None else "-"
             self.stdout.write(
                 f"{status.channel:<45} {status.new:>8} {status.retrying:>8} "
-                f"{status.failed:>7} {oldest:>9}"
+                f"{status.failed:>7} {status.handled:>8} {oldest:>9}"
             )
             for listener in status.listeners:
                 self.stdout.write(f"    listener: {listener}")
