@@ -18,6 +18,7 @@ from django.db.models import Min, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
+from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings
 from pgpubsub.models import (
     WAITING_SQL,
@@ -226,18 +227,40 @@ def retry_failed(
 
 
 def requeue_now(ids: Sequence[int], *, using: str) -> int:
-    """Make notifications (failed, retrying or pending) due now, with a fresh attempt count."""
-    return _requeue(Notification.objects.using(using).filter(pk__in=ids))
+    """Make notifications (failed, retrying or pending) due now, with a fresh attempt count.
+    Handled ones are left as they are (``manage.py pgpubsub replay`` queues copies of them)."""
+    return _requeue(Notification.objects.using(using).filter(pk__in=ids, handled_at=None))
 
 
 def _requeue(queryset: QuerySet[Notification]) -> int:
     channels = sorted(set(queryset.values_list("channel", flat=True)))
     count = queryset.update(failed_at=None, attempts=0, available_at=Now())
-    # Ring the doorbell, so that listening workers take them now rather than at their next poll.
-    with connections[queryset.db].cursor() as cursor:
+    ring_doorbells(channels, using=queryset.db)
+    return count
+
+
+def ring_doorbells(channels: Sequence[str], *, using: str) -> None:
+    """NOTIFY ``channels`` (PostgreSQL names) with the empty doorbell of stored messages, so
+    that listening workers take what was queued at the commit rather than at their next poll."""
+    with connections[using].cursor() as cursor:
         for channel in channels:
             cursor.execute("SELECT pg_notify(%s, '')", [channel])
-    return count
+
+
+def copy_for_replay(ids: Sequence[int], channel: type[BaseChannel], *, using: str) -> list[int]:
+    """Queue a new message per id, due now, with the original's payload, ordering key and
+    ``db_version``, and ``replay_of`` naming the original (the first one, for a copy of a
+    copy); return the new ids, in the order of ``ids``."""
+    table = quoted_table(Notification, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (channel, payload, created_at, db_version, attempts, "
+            "available_at, last_error, ordering_key, replay_of) "
+            "SELECT %s, payload, now(), db_version, 0, now(), '', ordering_key, "
+            f"COALESCE(replay_of, id) FROM {table} WHERE id = ANY(%s) ORDER BY id RETURNING id",
+            [channel.listen_safe_name(), list(ids)],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def count_due(channels: Sequence[str], *, using: str) -> int:
