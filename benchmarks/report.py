@@ -128,6 +128,15 @@ ROWS = [
     Row("raw.per_row", "7 raw claim+delete, 1 row/tx"),
     Row("raw.batch_100", "7 raw claim+delete, 100 rows/tx"),
     Row("raw.batch_100_effect", "7 raw, 100 rows/tx + Effect insert"),
+    Row("keep_handled.rate_deleted", "10 exactly-once, handled deleted"),
+    Row("keep_handled.rate_kept", "10 exactly-once, handled kept"),
+    Row(
+        "keep_handled.ratio",
+        "10 kept / deleted, same run",
+        ">= 0.80",
+        _at_least("keep_handled.ratio", 0.8),
+    ),
+    Row("keep_handled.prune_rate", "10 pruning, 1,000 rows/statement"),
 ]
 
 
