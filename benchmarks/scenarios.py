@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tasks_scenario
 from django.db import connection, transaction
 from harness import (
     BENCH_DIR,
@@ -53,6 +54,10 @@ class Sizes:
     fanout_messages: int
     raw_rows: int
     warmup_rows: int
+    #: The ``tasks`` scenario (tasks_scenario.py): no-op tasks per end-to-end run, and tasks
+    #: enqueued one per transaction to measure that enqueue rate.
+    tasks_rows: int
+    tasks_single: int
     prune_rows: int
 
 
@@ -69,6 +74,8 @@ FULL = Sizes(
     fanout_messages=10_000,
     raw_rows=20_000,
     warmup_rows=500,
+    tasks_rows=20_000,
+    tasks_single=2_000,
     prune_rows=100_000,
 )
 
@@ -85,6 +92,8 @@ SMOKE = Sizes(
     fanout_messages=100,
     raw_rows=300,
     warmup_rows=20,
+    tasks_rows=300,
+    tasks_single=50,
     prune_rows=2_000,
 )
 
@@ -836,5 +845,6 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "write_overhead": write_overhead,
     "fanout": fanout,
     "raw_ceiling": raw_ceiling,
+    "tasks": tasks_scenario.run,
     "keep_handled": keep_handled,
 }

@@ -43,6 +43,7 @@ from pgpubsub.progress import RecoveryProgress, TrafficSummary
 from pgpubsub.registry import ChannelRegistry, registry
 from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
+from pgpubsub.tasks.work import NoTaskWork, task_work
 from pgpubsub.timelimit import EXIT_TIME_LIMIT, Overdue, Watchdog, exit_for_time_limit
 from pgpubsub.wakeup import Wakeup
 
@@ -68,6 +69,7 @@ class Worker:
         housekeeping: prunes on the side (``NoHousekeeping()`` in unit tests).
         name: how the worker names itself in its records and on its connection (the one
             ``connect`` gives its connections; default: a new one).
+        tasks: the tasks of Django's tasks framework it runs (:mod:`pgpubsub.tasks.work`).
 
     Raises:
         ChannelNotFound, ListenOptionsError: see :func:`pgpubsub.options.select_channels`.
@@ -88,11 +90,16 @@ class Worker:
         clock: Clock = SYSTEM_CLOCK,
         housekeeping: Housekeeping | NoHousekeeping | None = None,
         name: inflight.WorkerName | None = None,
+        tasks: NoTaskWork | None = None,
     ) -> None:
         self.options = options
         self.settings = settings
         self.clock = clock
-        self.channels = select_channels(options, channel_registry)
+        self._tasks = tasks or NoTaskWork()
+        self._tasks.set_stop_check(lambda: self.stopping)
+        self.channels = select_channels(
+            options, channel_registry, runs_tasks=self._tasks.serves_any()
+        )
         self.lockable = [c for c in self.channels if c.lock_notifications]
         self.stopping = False
         self.total = BatchResult()
@@ -124,7 +131,7 @@ class Worker:
         )
         self._session = ListenSession(
             connect,
-            [c.listen_safe_name() for c in self.channels],
+            [c.listen_safe_name() for c in self.channels] + self._tasks.doorbells(),
             reconnect_timeout=settings.reconnect_timeout,
             errors=connection_errors(options.using),
             clock=clock,
@@ -241,6 +248,7 @@ class Worker:
     def _serve(self, connection: ListenConnection) -> None:
         """Work with ``connection`` until stopped (a lost connection raises out of here)."""
         self._journal.attach(connection)
+        self._tasks.attach(connection)
         self._announce_listening()
         if self.options.recover and not self._connected_before:
             self._recover()
@@ -249,12 +257,17 @@ class Worker:
         self._connected_before = True
         next_poll = self.clock.monotonic() + self.settings.poll_interval
         while not self.stopping:
-            retry = self._stored.schedule.next_retry()
-            wake_at = next_poll if retry is None else min(next_poll, retry)
+            wake_at = min(
+                t
+                for t in (next_poll, self._stored.schedule.next_retry(), self._tasks.wake_at())
+                if t is not None
+            )
             messages = connection.wait(wake_at - self.clock.monotonic(), self._wake_fds())
             self._wakeup.clear()
             self._stop_if_orphaned()
             self._handle(messages)
+            if not self.stopping:
+                self._tasks.run_due()
             due = self._stored.schedule.due_retries()
             for channel in due:
                 self._record(self._stored.drain(channel))
@@ -288,6 +301,7 @@ class Worker:
 
     def _disconnected(self) -> None:
         self._journal.detach()
+        self._tasks.detach()
         try:
             connections[self.options.using].close()
         except Exception:
@@ -315,6 +329,8 @@ class Worker:
     # --- messages --------------------------------------------------------------------
 
     def _handle(self, messages: list[Message]) -> None:
+        if not self.stopping:
+            messages = self._tasks.handle(messages)
         woken: dict[type[BaseChannel], None] = {}
         later: dict[type[BaseChannel], None] = {}
         for message in messages:
@@ -342,6 +358,8 @@ class Worker:
                 return
             self._record(self._stored.drain(channel))
         self._stored.look_up_due(self.lockable)
+        if not self.stopping:
+            self._tasks.drain_all()
         self._housekeeping.run_if_due()
 
     def _recover(self) -> None:
@@ -379,8 +397,19 @@ def create_worker(options: WorkerOptions, settings: PgPubSubSettings | None = No
     """A worker for ``options`` with the real collaborators: the project's registry, a new
     connection to ``options.using`` (one that never LISTENs with ``poll_only``), the clock."""
     name = inflight.WorkerName.for_this_process(WORKER_APPLICATION_NAME)
+    settings = settings or get_settings()
+    tasks = (
+        task_work(
+            using=options.using,
+            queues=options.task_queues,
+            settings=settings,
+            worker_id=name.label,
+        )
+        if options.run_tasks
+        else None
+    )
     connect = connection_factory(options, name.connection)
-    return Worker(options, settings or get_settings(), registry, connect, name=name)
+    return Worker(options, settings, registry, connect, name=name, tasks=tasks)
 
 
 def connection_factory(

@@ -17,6 +17,7 @@ SCENARIOS = (
     "write",
     "fanout",
     "raw",
+    "tasks",
     "keep_handled",
 )
 
