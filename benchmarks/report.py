@@ -128,6 +128,37 @@ ROWS = [
     Row("raw.per_row", "7 raw claim+delete, 1 row/tx"),
     Row("raw.batch_100", "7 raw claim+delete, 100 rows/tx"),
     Row("raw.batch_100_effect", "7 raw, 100 rows/tx + Effect insert"),
+    Row("ordered.rate_unordered", "8 unordered, 20k burst, 2 procs"),
+    Row("ordered.rate_1000_keys", "8 ordered, 1,000 keys"),
+    Row(
+        "ordered.ratio_1000_keys",
+        "8 1,000 keys / unordered",
+        ">= 0.50",
+        _at_least("ordered.ratio_1000_keys", 0.5),
+    ),
+    Row("ordered.rate_distinct_keys", "8 ordered, all keys distinct"),
+    Row(
+        "ordered.ratio_distinct_keys",
+        "8 distinct keys / unordered",
+        ">= 0.90",
+        _at_least("ordered.ratio_distinct_keys", 0.9),
+    ),
+    Row("ordered.rate_one_key", "8 ordered, one key"),
+    Row("ordered.rate_single_stream", "8 single stream: unordered, 1 proc"),
+    Row(
+        "ordered.ratio_one_key",
+        "8 one key / single stream",
+        ">= 0.90",
+        _at_least("ordered.ratio_one_key", 0.9),
+    ),
+    Row("delayed.lateness_p50", "9 delayed lateness p50, 50/s"),
+    Row(
+        "delayed.lateness_p99",
+        "9 delayed lateness p99",
+        "< 50 ms",
+        _at_most("delayed.lateness_p99", 50),
+    ),
+    Row("delayed.lateness_max", "9 delayed lateness max"),
 ]
 
 
