@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Q
 
 import pgpubsub
 from pgpubsub import codec, functions
@@ -23,11 +24,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHANNEL = OrderedTask.listen_safe_name()
 
 
-def send(*keys: str, fail_attempts: int = 0) -> list[int]:
-    """Store one message per key (seq: its position), in one statement; return their ids."""
+def send(*keys: str | None, fail_attempts: int = 0) -> list[int]:
+    """Store one message per key (seq: its position; None: a message stored without its key,
+    as before the channel had one), in one statement; return their ids."""
     payloads = [
         codec.dumps(
-            OrderedTask.build_payload({"key": key, "seq": seq, "fail_attempts": fail_attempts})
+            OrderedTask.build_payload(
+                {"key": key or "", "seq": seq, "fail_attempts": fail_attempts}
+            )
         )
         for seq, key in enumerate(keys)
     ]
@@ -127,6 +131,27 @@ def test_the_messages_after_a_head_stop_at_the_first_that_is_not_due() -> None:
         claimed = claim(10)
     # a's third message waits behind its second, which is not due; b is not held back.
     assert [message.id for message in claimed] == [first[0], later[1]]
+
+
+def test_the_messages_after_a_head_stop_at_the_first_that_the_listener_filter_refuses() -> None:
+    ids = send("a", "a", "a", "a")
+    with transaction.atomic():
+        claimed = claim_batch(
+            CHANNEL,
+            10,
+            using="default",
+            ordered=True,
+            extra_filter=~Q(payload__kwargs__seq=2),
+        )
+    assert [message.id for message in claimed] == ids[:2]
+
+
+def test_messages_without_a_key_are_claimed_beside_the_heads_in_any_order() -> None:
+    ids = send(None, "a", None, "a", None)
+    with transaction.atomic():
+        claimed = claim(10)
+    assert [message.id for message in claimed] == ids
+    assert [message.ordering_key for message in claimed] == [None, "a", None, "a", None]
 
 
 def test_heads_are_shared_between_keys_before_a_key_gets_a_second_message() -> None:
