@@ -7,7 +7,8 @@ force; :func:`setting_problems` and :func:`unknown_settings` are what the system
 
 Values are not converted: ``PGPUBSUB_POLL_INTERVAL = "5"`` (a string, typically read from an
 environment variable) is an error that says to write ``float(os.environ[...])``, as Django
-itself expects typed settings. Integers are accepted where a number of seconds is expected.
+itself expects typed settings. Integers are accepted where a number of seconds is expected;
+a duration (``PGPUBSUB_KEEP_HANDLED``) is a ``timedelta``, or a number of seconds.
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 from dataclasses import dataclass, field, fields
@@ -28,12 +30,16 @@ from pgpubsub.exceptions import SettingsError
 PREFIX = "PGPUBSUB_"
 
 
+_KIND_WORDS = {int: "an integer", datetime.timedelta: "a timedelta or a number of seconds"}
+
+
 @dataclass(frozen=True)
 class Rule:
     """The type and range a setting accepts.
 
-    ``kind`` is ``bool``, ``int``, ``float`` (seconds: integers accepted too) or ``str``;
-    ``minimum`` is the smallest allowed number, excluded when ``exclusive``.
+    ``kind`` is ``bool``, ``int``, ``float`` (seconds: integers accepted too), ``timedelta``
+    (a duration: a number of seconds accepted too) or ``str``; ``minimum`` is the smallest
+    allowed number (of seconds, for a duration), excluded when ``exclusive``.
     """
 
     kind: type
@@ -48,7 +54,7 @@ class Rule:
         elif self.kind is str:
             text = "a dotted path (a string)"
         else:
-            text = "an integer" if self.kind is int else "a number"
+            text = _KIND_WORDS.get(self.kind, "a number")
             if self.minimum is not None:
                 relation = "greater than" if self.exclusive else "of at least"
                 text += f" {relation} {self.minimum:g}"
@@ -64,11 +70,12 @@ class Rule:
             return None if self.optional else "it is None"
         if not self.accepts_type(value):
             return f"it is {value!r}, a {type(value).__name__}"
-        if self.kind in (int, float):
-            if not math.isfinite(value):
+        if self.kind in (int, float, datetime.timedelta):
+            number = _seconds(value)
+            if not math.isfinite(number):
                 return f"it is {value!r}"
             if self.minimum is not None and (
-                value < self.minimum or (self.exclusive and value == self.minimum)
+                number < self.minimum or (self.exclusive and number == self.minimum)
             ):
                 return f"it is {value!r}"
         return None
@@ -81,7 +88,13 @@ class Rule:
             return False
         if self.kind is float:
             return isinstance(value, (int, float))
+        if self.kind is datetime.timedelta:
+            return isinstance(value, (int, float, datetime.timedelta))
         return isinstance(value, self.kind)
+
+
+def _seconds(value: float | datetime.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, datetime.timedelta) else float(value)
 
 
 def _setting(default: Any, rule: Rule, doc: str) -> Any:
@@ -140,6 +153,12 @@ class PgPubSubSettings:
     progress_interval: float = _setting(
         5.0, _SECONDS, "Seconds between two progress lines of `listen --recover` (0: every batch)."
     )
+    # (A field() with metadata like the others: ruff does not know timedelta is immutable.)
+    keep_handled: datetime.timedelta | None = _setting(  # noqa: RUF009
+        None,
+        Rule(datetime.timedelta, minimum=0, exclusive=True, optional=True),
+        "How long handled stored messages are kept (None: deleted when handled).",
+    )
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,11 @@ class SettingProblem:
             return (
                 f"Settings are not converted: write a number, e.g. {self.setting} = "
                 f"{kind}(os.environ['...']) when the value comes from the environment."
+            )
+        if self.wrong_type and self.allowed.startswith("a timedelta"):
+            return (
+                f"Write a duration, e.g. {self.setting} = datetime.timedelta(days=7), "
+                "or None to delete handled messages at once."
             )
         return f"Set {self.setting} to {self.allowed}, or remove it to use the default."
 
@@ -244,6 +268,9 @@ def get_settings() -> PgPubSubSettings:
     if problems:
         raise SettingsError(f"{problems[0]} {problems[0].hint}")
     for item in fields(PgPubSubSettings):
-        if item.metadata["rule"].kind is float and values[item.name] is not None:
-            values[item.name] = float(values[item.name])
+        kind, value = item.metadata["rule"].kind, values[item.name]
+        if kind is float and value is not None:
+            values[item.name] = float(value)
+        elif kind is datetime.timedelta and isinstance(value, (int, float)):
+            values[item.name] = datetime.timedelta(seconds=value)
     return PgPubSubSettings(**values)

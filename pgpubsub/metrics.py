@@ -190,7 +190,7 @@ class BacklogCollector:
         return [
             GaugeMetricFamily(
                 "pgpubsub_backlog",
-                "Stored notifications by channel and status (new, retrying, failed).",
+                "Stored notifications by channel and status (new, retrying, failed, handled).",
                 labels=["channel", "status"],
             ),
             GaugeMetricFamily(

@@ -1,4 +1,5 @@
-"""Storage operations on queued notifications: claim, complete, fail, retry, prune.
+"""Storage operations on queued notifications: claim, complete (delete or keep), fail,
+retry, prune.
 
 Claims lock rows by primary key with ``FOR UPDATE SKIP LOCKED`` in small batches, through
 a partial index on pending rows, so the cost of a claim does not grow with the number of
@@ -17,6 +18,7 @@ from django.db.models import Min, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
+from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings
 from pgpubsub.models import (
     WAITING_SQL,
@@ -276,17 +278,60 @@ def delete_messages(
     ``in_flight_records``, the batch's own record and those it settled, go in the same
     statement: they are gone exactly when the batch has committed.
     """
-    table = quoted_table(Notification, using)
-    in_flight = quoted_table(InFlightBatch, using)
+    statement = f"DELETE FROM {quoted_table(Notification, using)} WHERE id = ANY(%s)"
+    _settle(statement, [list(ids)], ids, in_flight_records, using)
+
+
+def mark_handled(
+    ids: Sequence[int], *, worker: str, using: str, in_flight_records: Sequence[int] = ()
+) -> None:
+    """Keep handled notifications, marked handled now by ``worker`` (``PGPUBSUB_KEEP_HANDLED``),
+    in the transaction that ran their callbacks; ``in_flight_records`` as in
+    :func:`delete_messages`. Marked rows leave the queue's partial indexes."""
+    statement = (
+        f"UPDATE {quoted_table(Notification, using)} "
+        "SET handled_at = statement_timestamp(), handled_by = %s WHERE id = ANY(%s)"
+    )
+    _settle(statement, [worker, list(ids)], ids, in_flight_records, using)
+
+
+def _settle(
+    statement: str,
+    params: list[Any],
+    ids: Sequence[int],
+    in_flight_records: Sequence[int],
+    using: str,
+) -> None:
+    """Run ``statement`` on the handled ``ids`` and delete ``in_flight_records`` in one round
+    trip (a data-modifying WITH)."""
     with connections[using].cursor() as cursor:
         if in_flight_records:
             cursor.execute(
-                f"WITH handled AS (DELETE FROM {table} WHERE id = ANY(%s)) "
-                f"DELETE FROM {in_flight} WHERE id = ANY(%s)",
-                [list(ids), list(in_flight_records)],
+                f"WITH handled AS ({statement}) "
+                f"DELETE FROM {quoted_table(InFlightBatch, using)} WHERE id = ANY(%s)",
+                [*params, list(in_flight_records)],
             )
         elif ids:
-            cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [list(ids)])
+            cursor.execute(statement, params)
+
+
+def prune_handled(older_than: timedelta, *, using: str, limit: int) -> int:
+    """Delete up to ``limit`` kept handled notifications handled more than ``older_than``
+    ago, oldest first; return how many.
+
+    One short statement (its own transaction in autocommit) through the ``pgpubsub_handled``
+    index. Rows locked by another pruner are skipped rather than waited for, and no waiting
+    row is ever touched, so it holds up no claim.
+    """
+    table = quoted_table(Notification, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+            "WHERE handled_at < statement_timestamp() - %s ORDER BY handled_at "
+            "LIMIT %s FOR UPDATE SKIP LOCKED)",
+            [older_than, limit],
+        )
+        return int(cursor.rowcount)
 
 
 def retry_delay(attempts: int, settings: PgPubSubSettings) -> float:
@@ -326,18 +371,40 @@ def retry_failed(
 
 
 def requeue_now(ids: Sequence[int], *, using: str) -> int:
-    """Make notifications (failed, retrying or pending) due now, with a fresh attempt count."""
-    return _requeue(Notification.objects.using(using).filter(pk__in=ids))
+    """Make notifications (failed, retrying or pending) due now, with a fresh attempt count.
+    Handled ones are left as they are (``manage.py pgpubsub replay`` queues copies of them)."""
+    return _requeue(Notification.objects.using(using).filter(pk__in=ids, handled_at=None))
 
 
 def _requeue(queryset: QuerySet[Notification]) -> int:
     channels = sorted(set(queryset.values_list("channel", flat=True)))
     count = queryset.update(failed_at=None, attempts=0, available_at=Now())
-    # Ring the doorbell, so that listening workers take them now rather than at their next poll.
-    with connections[queryset.db].cursor() as cursor:
+    ring_doorbells(channels, using=queryset.db)
+    return count
+
+
+def ring_doorbells(channels: Sequence[str], *, using: str) -> None:
+    """NOTIFY ``channels`` (PostgreSQL names) with the empty doorbell of stored messages, so
+    that listening workers take what was queued at the commit rather than at their next poll."""
+    with connections[using].cursor() as cursor:
         for channel in channels:
             cursor.execute("SELECT pg_notify(%s, '')", [channel])
-    return count
+
+
+def copy_for_replay(ids: Sequence[int], channel: type[BaseChannel], *, using: str) -> list[int]:
+    """Queue a new message per id, due now, with the original's payload, ordering key and
+    ``db_version``, and ``replay_of`` naming the original (the first one, for a copy of a
+    copy); return the new ids, in the order of ``ids``."""
+    table = quoted_table(Notification, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (channel, payload, created_at, db_version, attempts, "
+            "available_at, last_error, ordering_key, replay_of) "
+            "SELECT %s, payload, now(), db_version, 0, now(), '', ordering_key, "
+            f"COALESCE(replay_of, id) FROM {table} WHERE id = ANY(%s) ORDER BY id RETURNING id",
+            [channel.listen_safe_name(), list(ids)],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def count_due(channels: Sequence[str], *, using: str) -> int:

@@ -89,7 +89,8 @@ def collect_status(using: str) -> StatusReport:
             row["channel"],
             ChannelStatus(channel=row["channel"], pg_name=row["channel"], lockable=None),
         )
-        status.new, status.retrying, status.failed = row["new"], row["retrying"], row["failed"]
+        for state in State:
+            setattr(status, state.value, row[state.value])
         if row["oldest"] is not None:
             status.oldest_waiting_seconds = max((now - row["oldest"]).total_seconds(), 0.0)
     with connection.cursor() as cursor:

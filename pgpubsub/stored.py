@@ -1,7 +1,8 @@
 """Stored messages of lockable channels: claimed in batches, their callbacks run exactly once.
 
 Each batch is one transaction: its rows are locked, their callbacks run, and handled rows are
-deleted before the commit. A batch runs in one of two modes (:class:`Mode`):
+deleted before the commit (or, with ``PGPUBSUB_KEEP_HANDLED``, marked handled and kept). A
+batch runs in one of two modes (:class:`Mode`):
 
 - optimistic: no savepoint per message (two round trips fewer per message). If a callback
   raises, or a deferred constraint fails at commit, the batch is rolled back
@@ -23,6 +24,8 @@ import enum
 import heapq
 import itertools
 import logging
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -244,6 +247,8 @@ class StoredProcessor:
             :class:`~pgpubsub.inflight.Journal`; none in-process).
         should_stop: asked before each message; True leaves the rest of the batch stored.
         clock: times the isolation period and the retries.
+        worker: names the process in the ``handled_by`` of messages kept handled
+            (``PGPUBSUB_KEEP_HANDLED``): a worker passes the label of its in-flight records.
     """
 
     def __init__(
@@ -255,8 +260,10 @@ class StoredProcessor:
         journal: inflight.BatchJournal | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         clock: Clock = SYSTEM_CLOCK,
+        worker: str | None = None,
     ) -> None:
         self.using = using
+        self.worker = worker or _in_process_label()
         self.settings = settings or get_settings()
         self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
         self.extra_filter = listener_filter(self.settings)
@@ -391,14 +398,22 @@ class StoredProcessor:
                     transaction.set_rollback(True, using=self.using)
                 elif messages:
                     own = [batch.record] if batch.record is not None else []
-                    queue.delete_messages(
-                        batch.handled, using=self.using, in_flight_records=own + batch.settled
-                    )
+                    self._settle_handled(batch.handled, own + batch.settled)
         except BaseException:
             self._discard(batch)
             raise
         if batch.rolled_back is not None:
             self._discard(batch)
+
+    def _settle_handled(self, handled: list[int], in_flight_records: list[int]) -> None:
+        """Delete the handled messages, or keep them marked handled (``PGPUBSUB_KEEP_HANDLED``),
+        with the batch's in-flight records deleted in the same statement."""
+        if self.settings.keep_handled is None:
+            queue.delete_messages(handled, using=self.using, in_flight_records=in_flight_records)
+        else:
+            queue.mark_handled(
+                handled, worker=self.worker, using=self.using, in_flight_records=in_flight_records
+            )
 
     def _finished(self, channel: type[BaseChannel], batch: _Batch) -> BatchResult:
         """After the commit: report each outcome once (a redone batch reports once)."""
@@ -489,6 +504,11 @@ class StoredProcessor:
                 exc_info=True,
             )
         return Outcome.of_stored(message, started)
+
+
+def _in_process_label() -> str:
+    """Names a process that runs stored messages in-process (not a worker)."""
+    return f"pgpubsub in-process {os.getpid()} on {socket.gethostname()}"
 
 
 def _log_handled(channel: type[BaseChannel], outcomes: Iterable[Outcome]) -> None:

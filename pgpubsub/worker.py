@@ -95,7 +95,8 @@ class Worker:
         self.total = BatchResult()
         self._registry = channel_registry
         self._wakeup = Wakeup()
-        self._journal = inflight.Journal(_worker_label(), using=options.using)
+        label = _worker_label()
+        self._journal = inflight.Journal(label, using=options.using)
         self._stored = StoredProcessor(
             using=options.using,
             settings=settings,
@@ -103,6 +104,7 @@ class Worker:
             journal=self._journal,
             should_stop=lambda: self.stopping,
             clock=clock,
+            worker=label,
         )
         self._fanout = FanoutProcessor(channel_registry, settings, options.using)
         self._housekeeping = housekeeping or Housekeeping(settings, options.using, clock)
@@ -330,7 +332,8 @@ def connection_factory(options: WorkerOptions) -> ConnectionFactory:
 
 
 def _worker_label() -> str:
-    """Names this worker process in its in-flight records: unique across restarts."""
+    """Names this worker process in its in-flight records and in the messages it keeps handled
+    (``PGPUBSUB_KEEP_HANDLED``): unique across restarts."""
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return f"{WORKER_APPLICATION_NAME} {os.getpid()} on {socket.gethostname()}, started {started}"
 

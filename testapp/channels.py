@@ -102,6 +102,14 @@ class Tick(Channel):
     lock_notifications = True
 
 
+@dataclass
+class Receipt(Channel):
+    """A lockable channel whose listener records the identity of the message it handles."""
+
+    order_id: int
+    lock_notifications = True
+
+
 __all__ = [
     "Announcement",
     "AsyncTask",
@@ -114,6 +122,7 @@ __all__ = [
     "Post",
     "PostReads",
     "PostTriggerChannel",
+    "Receipt",
     "Task",
     "Tick",
 ]

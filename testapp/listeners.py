@@ -21,6 +21,7 @@ from testapp.channels import (
     OrderedTask,
     PostReads,
     PostTriggerChannel,
+    Receipt,
     Task,
     Tick,
 )
@@ -110,6 +111,19 @@ def run_task(key: str, fail: bool, sleep: float, crash: bool, raise_base: str) -
     if crash:  # what the out-of-memory killer, or a crash in native code, does to a worker
         os.kill(os.getpid(), signal.SIGKILL)
     ListenerEvent.objects.create(listener="task", object_key=key, pid=os.getpid())
+
+
+@pgpubsub.listener(Receipt)
+def record_receipt(order_id: int) -> None:
+    """Record which message this is (a replayed copy names its original)."""
+    message = pgpubsub.current_message()
+    assert message is not None
+    ListenerEvent.objects.create(
+        listener="receipt",
+        object_key=str(order_id),
+        detail={"id": message.id, "replay_of": message.replay_of, "attempt": message.attempt},
+        pid=os.getpid(),
+    )
 
 
 @pgpubsub.listener(AsyncTask)

@@ -7,6 +7,7 @@ second one ("other", for the multi-database example) from OTHER_DATABASE_URL.
 
 from __future__ import annotations
 
+import datetime
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -97,3 +98,6 @@ PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_RETRY_BACKOFF", "0.2"))
 PGPUBSUB_SHUTDOWN_TIMEOUT = float(os.environ.get("PGPUBSUB_SHUTDOWN_TIMEOUT", "10"))
 PGPUBSUB_RECONNECT_TIMEOUT = float(os.environ.get("PGPUBSUB_RECONNECT_TIMEOUT", "120"))
 PGPUBSUB_PROGRESS_INTERVAL = float(os.environ.get("PGPUBSUB_PROGRESS_INTERVAL", "5.0"))
+# Seconds; unset (the default, None): handled messages are deleted.
+if os.environ.get("PGPUBSUB_KEEP_HANDLED"):
+    PGPUBSUB_KEEP_HANDLED = datetime.timedelta(seconds=float(os.environ["PGPUBSUB_KEEP_HANDLED"]))

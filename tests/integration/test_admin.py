@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -9,7 +11,7 @@ from django.utils import timezone
 
 import pgpubsub
 from pgpubsub.models import InFlightBatch, Notification
-from testapp.channels import Task
+from testapp.channels import OrderedTask, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +168,89 @@ def test_a_dead_letter_of_an_ordered_channel_says_later_messages_of_its_key_went
     page = admin_client.get(url).content.decode()
     assert "order-7: as a dead letter it no longer holds back its key" in page
     assert "later messages of this key were handled after it" in page
+
+
+@pytest.fixture
+def kept_handled() -> tuple[Notification, Notification, Notification]:
+    """Handled Task messages kept 2 and 30 days ago, and one of another channel today."""
+    now = timezone.now()
+    rows = [
+        Notification.objects.create(
+            channel=channel.listen_safe_name(),
+            payload={"kwargs": {"key": key}},
+            handled_at=now - timedelta(days=days),
+            handled_by=f"pgpubsub worker 42{days} on host",
+        )
+        for channel, key, days in ((Task, "recent", 2), (Task, "old", 30), (OrderedTask, "k", 0))
+    ]
+    return rows[0], rows[1], rows[2]
+
+
+def _listed(admin_client: Client, **params: str) -> str:
+    url = reverse("admin:pgpubsub_notification_changelist")
+    return str(admin_client.get(url, params).content.decode())
+
+
+def test_handled_messages_are_listed_and_filtered_by_state_channel_and_time(
+    admin_client: Client,
+    failed_and_pending: tuple[Notification, Notification],
+    kept_handled: tuple[Notification, Notification, Notification],
+) -> None:
+    recent, old, other = kept_handled
+    failed, pending = failed_and_pending
+
+    def shown(page: str) -> set[int]:
+        rows = (recent, old, other, failed, pending)
+        return {row.pk for row in rows if f"/{row.pk}/change/" in page}
+
+    assert shown(_listed(admin_client)) == {recent.pk, old.pk, other.pk, failed.pk, pending.pk}
+    assert shown(_listed(admin_client, status="handled")) == {recent.pk, old.pk, other.pk}
+    assert shown(_listed(admin_client, status="handled", channel=Task.listen_safe_name())) == {
+        recent.pk,
+        old.pk,
+    }
+    # The link of the filter's "Past 7 days".
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    past_week = {
+        "handled_at__gte": str(today - timedelta(days=7)),
+        "handled_at__lt": str(today + timedelta(days=1)),
+    }
+    assert shown(_listed(admin_client, **past_week)) == {recent.pk, other.pk}
+    assert shown(_listed(admin_client, channel=Task.listen_safe_name(), **past_week)) == {recent.pk}
+    assert "By handled at" in _listed(admin_client)
+
+
+def test_a_handled_message_shows_when_and_by_whom_and_a_copy_links_its_original(
+    admin_client: Client, kept_handled: tuple[Notification, Notification, Notification]
+) -> None:
+    recent, _, _ = kept_handled
+    copy = Notification.objects.create(
+        channel=Task.listen_safe_name(), payload=recent.payload, replay_of=recent.pk
+    )
+    orphan = Notification.objects.create(
+        channel=Task.listen_safe_name(), payload=recent.payload, replay_of=123456789
+    )
+
+    def detail(row: Notification) -> str:
+        url = reverse("admin:pgpubsub_notification_change", args=[row.pk])
+        return str(admin_client.get(url).content.decode())
+
+    assert "pgpubsub worker 422 on host" in detail(recent)
+    original_url = reverse("admin:pgpubsub_notification_change", args=[recent.pk])
+    assert f'<a href="{original_url}">{recent.pk}</a>' in detail(copy)
+    assert "123456789 (no longer stored)" in detail(orphan)
+
+
+def test_retry_now_leaves_handled_messages_alone(
+    admin_client: Client, kept_handled: tuple[Notification, Notification, Notification]
+) -> None:
+    recent, _, _ = kept_handled
+    response = admin_client.post(
+        reverse("admin:pgpubsub_notification_changelist"),
+        {"action": "retry_now", "_selected_action": [recent.pk]},
+        follow=True,
+    )
+
+    assert "0 notification(s) will be processed now." in response.content.decode()
+    recent.refresh_from_db()
+    assert recent.status == "handled"

@@ -102,7 +102,7 @@ def test_the_listen_usage_lines_name_every_option_with_the_parsers_placeholders(
     ]
 
 
-@pytest.mark.parametrize("subcommand", ["status", "failed", "retry"])
+@pytest.mark.parametrize("subcommand", ["status", "failed", "retry", "replay"])
 def test_the_pgpubsub_usage_lines_name_every_option_with_the_parsers_placeholders(
     subcommand: str,
 ) -> None:
@@ -116,7 +116,11 @@ def test_the_pgpubsub_usage_lines_name_every_option_with_the_parsers_placeholder
 
     assert _usage_items(before) == [_usage_item(parser, a) for a in _own_options(parser)]
     sub = _subparsers(parser)[subcommand]
-    assert _usage_items(after) == [_usage_item(sub, a) for a in _own_options(sub)]
+    optional = [a for a in _own_options(sub) if not a.required]
+    assert _usage_items(after) == [_usage_item(sub, a) for a in optional]
+    # Required options are written without brackets, before the others.
+    required = [_usage_item(sub, a) for a in _own_options(sub) if a.required]
+    assert after.split(" [", 1)[0].split() == " ".join(required).split()
 
 
 def test_the_listen_table_has_a_row_per_option_with_its_default() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def test_every_setting_has_its_documented_default_when_unset() -> None:
             reconnect_timeout=600.0,
             broadcast_retention=3600.0,
             progress_interval=5.0,
+            keep_handled=None,
         )
 
 
@@ -122,6 +124,7 @@ WRONG_VALUES = {
     "PGPUBSUB_RECONNECT_TIMEOUT": ("600", 0),
     "PGPUBSUB_BROADCAST_RETENTION": (None, -3600),
     "PGPUBSUB_PROGRESS_INTERVAL": ("5", -0.5),
+    "PGPUBSUB_KEEP_HANDLED": ("7 days", timedelta(0)),
 }
 
 
@@ -175,6 +178,39 @@ def test_integers_are_accepted_as_seconds_and_read_as_floats() -> None:
         assert check_settings() == []
         assert get_settings().poll_interval == 3.0
         assert isinstance(get_settings().poll_interval, float)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [(timedelta(days=7), timedelta(days=7)), (3600, timedelta(hours=1)), (0.5, timedelta(0, 0.5))],
+)
+def test_a_duration_is_a_timedelta_or_a_number_of_seconds(value: object, kept: timedelta) -> None:
+    with override_settings(PGPUBSUB_KEEP_HANDLED=value):
+        assert check_settings() == []
+        assert get_settings().keep_handled == kept
+
+
+@pytest.mark.parametrize("value", [-1, timedelta(days=-1), 0])
+def test_a_duration_that_is_not_positive_is_a_check_error(value: object) -> None:
+    with override_settings(PGPUBSUB_KEEP_HANDLED=value):
+        (error,) = check_settings()
+
+    assert error.id == "pgpubsub.E004"
+    assert error.msg == (
+        "PGPUBSUB_KEEP_HANDLED must be a timedelta or a number of seconds greater than 0, "
+        f"or None, but it is {value!r}."
+    )
+
+
+def test_a_duration_written_as_text_gets_a_hint_with_a_timedelta() -> None:
+    with override_settings(PGPUBSUB_KEEP_HANDLED="7 days"):
+        (error,) = check_settings()
+
+    assert error.id == "pgpubsub.E005"
+    assert error.hint == (
+        "Write a duration, e.g. PGPUBSUB_KEEP_HANDLED = datetime.timedelta(days=7), "
+        "or None to delete handled messages at once."
+    )
 
 
 def test_a_misspelled_setting_gets_a_warning_naming_the_closest_setting() -> None:

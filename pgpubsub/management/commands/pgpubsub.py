@@ -1,15 +1,20 @@
 """``manage.py pgpubsub``: inspect and act on stored notifications.
 
-Subcommands: ``failed`` lists dead letters, ``retry`` puts them back in the queue.
+Subcommands: ``status`` counts them, ``failed`` lists dead letters, ``retry`` puts them back
+in the queue, ``replay`` queues new copies of handled or dead-letter messages
+(:mod:`pgpubsub.replay`).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
+from django.utils import dateparse, timezone
 
 from pgpubsub.channel import locate_channel
 from pgpubsub.exceptions import ChannelNotFound
@@ -18,6 +23,7 @@ from pgpubsub.models import Notification
 from pgpubsub.preflight import DatabaseNotReady, require_migrated
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
+from pgpubsub.replay import ReplayError, ReplayResult, replay
 from pgpubsub.status import StatusReport, collect_status
 
 _ERROR_PREVIEW = 120
@@ -38,6 +44,23 @@ def _pg_channel_names(paths: list[str]) -> list[str]:
         except ChannelNotFound as exc:
             raise CommandError(str(exc)) from None
     return names
+
+
+def _moment(text: str) -> datetime.datetime:
+    """An ISO 8601 date or date and time (``--since``, ``--until``); without a time zone, in
+    the project's ``TIME_ZONE``; a date alone means its midnight."""
+    try:
+        moment = dateparse.parse_datetime(text)
+        if moment is None and (day := dateparse.parse_date(text)) is not None:
+            moment = datetime.datetime.combine(day, datetime.time())
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or time: write e.g. 2026-12-01, "
+            "2026-12-01T14:30 or 2026-12-01T14:30:00+00:00"
+        )
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
 class Command(BaseCommand):
@@ -76,10 +99,42 @@ class Command(BaseCommand):
             metavar="ID",
             help="A failed notification's id; may be repeated.",
         )
+        replay_parser = subcommands.add_parser(
+            "replay",
+            help="Queue new copies of a channel's handled (kept) or dead-letter messages; each "
+            "copy names its original (replay_of).",
+        )
+        replay_parser.add_argument(
+            "--channel", required=True, metavar="DOTTED_PATH", help="The channel's dotted path."
+        )
+        replay_parser.add_argument(
+            "--since",
+            type=_moment,
+            metavar="ISO",
+            help="Only messages handled (or failed) at or after this ISO 8601 time.",
+        )
+        replay_parser.add_argument(
+            "--until",
+            type=_moment,
+            metavar="ISO",
+            help="Only messages handled (or failed) before this ISO 8601 time.",
+        )
+        replay_parser.add_argument(
+            "--id",
+            action="append",
+            type=int,
+            default=[],
+            dest="ids",
+            metavar="ID",
+            help="Only this message; may be repeated.",
+        )
+        replay_parser.add_argument(
+            "--dry-run", action="store_true", help="Count what would be queued; queue nothing."
+        )
         status = subcommands.add_parser(
             "status",
-            help="Per channel: new, retrying and failed notifications, the oldest waiting "
-            "one's age and the listeners; the workers connected; NOTIFY queue usage.",
+            help="Per channel: new, retrying, failed and kept handled notifications, the oldest "
+            "waiting one's age and the listeners; the workers connected; NOTIFY queue usage.",
         )
         status.add_argument("--json", action="store_true", help="Print JSON for machines.")
         status.add_argument(
@@ -104,15 +159,20 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
-        channels = _pg_channel_names(options.get("channel") or [])
+        subcommand = options["subcommand"]
+        channels = (
+            _pg_channel_names(options["channel"]) if subcommand in ("failed", "retry") else []
+        )
         try:
             require_migrated(using)
         except DatabaseNotReady as exc:
             raise CommandError(str(exc)) from None
-        if options["subcommand"] == "failed":
+        if subcommand == "failed":
             self._failed(using, channels, options["limit"])
-        elif options["subcommand"] == "retry":
+        elif subcommand == "retry":
             self._retry(using, channels, options["ids"])
+        elif subcommand == "replay":
+            self._replay(using, options)
         else:
             self._status(using, options)
 
@@ -137,6 +197,28 @@ class Command(BaseCommand):
         count = retry_failed(using=using, channels=channels or None, ids=ids or None)
         self.stdout.write(f"Re-queued {count} failed notification(s).")
 
+    def _replay(self, using: str, options: dict[str, Any]) -> None:
+        try:
+            channel = locate_channel(options["channel"])
+            result = replay(
+                channel,
+                since=options["since"],
+                until=options["until"],
+                ids=options["ids"],
+                dry_run=options["dry_run"],
+                using=using,
+            )
+        except (ChannelNotFound, ReplayError) as exc:
+            raise CommandError(str(exc)) from None
+        for problem in result.undecodable:
+            self.stderr.write(str(problem))
+        self.stdout.write(_replay_summary(channel.name(), result, dry_run=options["dry_run"]))
+        if result.undecodable:
+            raise CommandError(
+                f"{len(result.undecodable)} of {result.matched} matching message(s) could not "
+                "be replayed (see above): their payloads no longer fit the channel's fields."
+            )
+
     def _status(self, using: str, options: dict[str, Any]) -> None:
         report = collect_status(using)
         if options["json"]:
@@ -151,16 +233,29 @@ class Command(BaseCommand):
                 raise SystemExit(1)
 
     def _print_status(self, report: StatusReport) -> None:
-        header = f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'oldest':>9}"
+        header = (
+            f"{'channel':<45} {'new':>8} {'retrying':>8} {'failed':>7} {'handled':>8} {'oldest':>9}"
+        )
         self.stdout.write(header)
         for status in report.channels:
             age = status.oldest_waiting_seconds
             oldest = f"{age:.0f} s" if age is not None else "-"
             self.stdout.write(
                 f"{status.channel:<45} {status.new:>8} {status.retrying:>8} "
-                f"{status.failed:>7} {oldest:>9}"
+                f"{status.failed:>7} {status.handled:>8} {oldest:>9}"
             )
             for listener in status.listeners:
                 self.stdout.write(f"    listener: {listener}")
         self.stdout.write(f"Workers connected: {report.workers_connected}")
         self.stdout.write(f"NOTIFY queue usage: {report.notify_queue_usage:.1%}")
+
+
+def _replay_summary(channel: str, result: ReplayResult, *, dry_run: bool) -> str:
+    matched = f"{result.matched} matching message{'s' if result.matched != 1 else ''} of {channel}"
+    if dry_run:
+        return f"Would queue {_copies(len(result.replayable))} of {matched} (dry run)."
+    return f"Queued {_copies(len(result.queued))} of {matched}."
+
+
+def _copies(count: int) -> str:
+    return f"{count} {'copy' if count == 1 else 'copies'}"
