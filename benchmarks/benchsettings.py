@@ -7,6 +7,7 @@ and recreates, so a benchmark never touches the database that DATABASE_URL names
 
 from __future__ import annotations
 
+import datetime
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -51,3 +52,8 @@ DATABASES = {
 
 # pgpubsub runs with its documented defaults (batch size 100, poll interval 5 s): the
 # figures describe what a project gets out of the box.
+# Except for the scenario keep_handled, whose workers keep what they handle when it is set.
+if os.environ.get("PGPUBSUB_BENCH_KEEP_HANDLED"):
+    PGPUBSUB_KEEP_HANDLED = datetime.timedelta(
+        seconds=float(os.environ["PGPUBSUB_BENCH_KEEP_HANDLED"])
+    )

@@ -159,6 +159,15 @@ ROWS = [
         _at_most("delayed.lateness_p99", 50),
     ),
     Row("delayed.lateness_max", "9 delayed lateness max"),
+    Row("keep_handled.rate_deleted", "10 exactly-once, handled deleted"),
+    Row("keep_handled.rate_kept", "10 exactly-once, handled kept"),
+    Row(
+        "keep_handled.ratio",
+        "10 kept / deleted, same run",
+        ">= 0.80",
+        _at_least("keep_handled.ratio", 0.8),
+    ),
+    Row("keep_handled.prune_rate", "10 pruning, 1,000 rows/statement"),
 ]
 
 

@@ -6,6 +6,7 @@ machine's clock, so a commit time taken here and a callback time stored by a wor
 
 from __future__ import annotations
 
+import datetime
 import json
 import select
 import subprocess
@@ -60,6 +61,7 @@ class Sizes:
     delayed_rate: float
     delayed_seconds: float
     delayed_by: float
+    prune_rows: int
 
 
 FULL = Sizes(
@@ -80,6 +82,7 @@ FULL = Sizes(
     delayed_rate=50.0,
     delayed_seconds=20.0,
     delayed_by=1.0,
+    prune_rows=100_000,
 )
 
 SMOKE = Sizes(
@@ -100,6 +103,7 @@ SMOKE = Sizes(
     delayed_rate=50.0,
     delayed_seconds=1.0,
     delayed_by=0.2,
+    prune_rows=2_000,
 )
 
 
@@ -113,8 +117,10 @@ class Context:
     py_spy_dir: Path | None = None
     cprofile_dir: Path | None = None
 
-    def listen(self, *args: str, processes: int, label: str) -> Any:
-        env = dict(self.env)
+    def listen(
+        self, *args: str, processes: int, label: str, env: dict[str, str] | None = None
+    ) -> Any:
+        env = {**self.env, **(env or {})}
         if self.cprofile_dir is not None:
             env["PGPUBSUB_BENCH_CPROFILE_DIR"] = str(self.cprofile_dir / label)
         return listen_process(*args, processes=processes, env=env, log_dir=self.log_dir)
@@ -211,9 +217,11 @@ def effect_count() -> int:
 
 
 def pending_count() -> int:
+    """Messages of the Item channel still waiting (neither failed nor handled and kept)."""
     return int(
         scalar(
-            "SELECT count(*) FROM pgpubsub_notification WHERE channel = %s AND failed_at IS NULL",
+            "SELECT count(*) FROM pgpubsub_notification WHERE channel = %s "
+            "AND failed_at IS NULL AND handled_at IS NULL",
             [item_channel_name()],
         )
     )
@@ -906,6 +914,123 @@ def delayed(ctx: Context) -> Result:
     return result
 
 
+# --- 10. kept handled messages (PGPUBSUB_KEEP_HANDLED) ----------------------------------
+
+#: PGPUBSUB_KEEP_HANDLED of the workers that keep what they handle: a week, in seconds.
+_KEEP_A_WEEK = str(7 * 24 * 3600)
+
+
+def kept_count() -> int:
+    return int(
+        scalar(
+            "SELECT count(*) FROM pgpubsub_notification WHERE channel = %s "
+            "AND handled_at IS NOT NULL AND handled_by LIKE 'pgpubsub worker %%'",
+            [item_channel_name()],
+        )
+    )
+
+
+def keep_handled_rate(ctx: Context, *, keep: bool, run: int) -> tuple[float, bool]:
+    """The rate of scenario 1, by fresh workers that keep (or delete) what they handle; and
+    whether every message was handled once and, kept, marked handled by its worker."""
+    env = {"PGPUBSUB_BENCH_KEEP_HANDLED": _KEEP_A_WEEK} if keep else {}
+    label = f"keep_handled_{'kept' if keep else 'deleted'}"
+    with ctx.listen("--channels", ITEM_CHANNEL, processes=2, label=label, env=env) as listen:
+        pids = listen.wait_ready()
+        warm_up(ctx, listen)
+        kept_before = kept_count()
+        with ctx.spy(pids, label, run):
+            rate, correct = live_rate(ctx.sizes.exactly_once_rows, listen)
+        kept = kept_count() - kept_before
+    reset_items()
+    return rate, correct and kept == (ctx.sizes.exactly_once_rows if keep else 0)
+
+
+def insert_old_handled(count: int, handled_ago: str) -> None:
+    """``count`` Item messages as workers keep them, handled ``handled_ago`` (an interval)."""
+    execute(
+        """
+        INSERT INTO pgpubsub_notification
+            (channel, payload, created_at, db_version, attempts, available_at, last_error,
+             handled_at, handled_by)
+        SELECT %s,
+               jsonb_build_object(
+                   'app', 'benchapp', 'model', 'Item', 'trigger', %s, 'old', NULL,
+                   'context', '{}'::jsonb,
+                   'new', jsonb_build_object('id', g, 'name', 'item ' || g, 'quantity', g,
+                                             'price', g * 0.01, 'created_at', now())),
+               now() - %s::interval, NULL, 0, now() - %s::interval, '',
+               now() - %s::interval, 'pgpubsub worker 1 on bench, started then'
+        FROM generate_series(1, %s) AS g
+        """,
+        [
+            item_channel_name(),
+            f"{item_channel_name()}_ai",
+            handled_ago,
+            handled_ago,
+            handled_ago,
+            count,
+        ],
+    )
+    execute("ANALYZE pgpubsub_notification")
+
+
+def prune_rate(count: int) -> tuple[float, bool]:
+    """Prune ``count`` handled messages 8 days old as workers do (1,000 rows per statement,
+    each its own transaction), with kept messages 1 day old beside them; rows/s, and whether
+    exactly the old ones went."""
+    from pgpubsub import queue
+    from pgpubsub.housekeeping import PRUNE_BATCH
+
+    execute("DELETE FROM pgpubsub_notification")
+    insert_old_handled(count, "8 days")
+    insert_old_handled(count // 10, "1 day")
+    started = time.perf_counter()
+    pruned = deleted = queue.prune_handled(
+        datetime.timedelta(days=7), using="default", limit=PRUNE_BATCH
+    )
+    while deleted == PRUNE_BATCH:
+        deleted = queue.prune_handled(
+            datetime.timedelta(days=7), using="default", limit=PRUNE_BATCH
+        )
+        pruned += deleted
+    elapsed = time.perf_counter() - started
+    left = int(scalar("SELECT count(*) FROM pgpubsub_notification"))
+    return pruned / elapsed, pruned == count and left == count // 10
+
+
+def keep_handled(ctx: Context) -> Result:
+    result = Result()
+    reset_all()
+    deleted: list[float] = []
+    kept: list[float] = []
+    correct: list[bool] = []
+    for run in range(ctx.sizes.runs):
+        # Alternated, so that a drift of the machine's load does not favour one side.
+        for keep in (False, True) if run % 2 == 0 else (True, False):
+            rate, ok = keep_handled_rate(ctx, keep=keep, run=run)
+            (kept if keep else deleted).append(rate)
+            correct.append(ok)
+            result.notes.append(
+                f"run {run + 1}: {rate:.0f} msg/s with handled messages "
+                f"{'kept' if keep else 'deleted'}"
+            )
+    result.add("keep_handled.rate_deleted", "msg/s", deleted)
+    result.add("keep_handled.rate_kept", "msg/s", kept)
+    result.add("keep_handled.ratio", "x", [k / d for k, d in zip(kept, deleted, strict=True)])
+    prunes = [prune_rate(ctx.sizes.prune_rows) for _ in range(ctx.sizes.runs)]
+    result.add("keep_handled.prune_rate", "rows/s", [rate for rate, _ in prunes])
+    result.checks["keep_handled.every_message_handled_once_and_kept"] = all(correct)
+    result.checks["keep_handled.pruning_deletes_only_old_handled"] = all(ok for _, ok in prunes)
+    result.notes.append(
+        f"pruning: {ctx.sizes.prune_rows:,} handled messages 8 days old beside "
+        f"{ctx.sizes.prune_rows // 10:,} 1 day old, PGPUBSUB_KEEP_HANDLED = 7 days"
+    )
+    reset_all()
+    result.messages = 2 * ctx.sizes.runs * (ctx.sizes.warmup_rows + ctx.sizes.exactly_once_rows)
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "exactly_once": exactly_once,
     "backlog": backlog,
@@ -916,4 +1041,5 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "raw_ceiling": raw_ceiling,
     "ordered": ordered,
     "delayed": delayed,
+    "keep_handled": keep_handled,
 }

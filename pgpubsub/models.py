@@ -90,8 +90,9 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
 class Notification(models.Model):
     """A message of a channel with ``lock_notifications = True``.
 
-    The row is written in the same transaction as the change it describes and deleted in
-    the same transaction as the effects of its callbacks, so each message is handled once.
+    The row is written in the same transaction as the change it describes and deleted (or,
+    with ``PGPUBSUB_KEEP_HANDLED``, marked handled) in the same transaction as the effects of
+    its callbacks, so each message is handled once.
     A message whose callbacks keep failing is retried with a growing delay and, after
     ``PGPUBSUB_MAX_ATTEMPTS`` attempts, kept with ``failed_at`` set for a person to inspect.
     """

@@ -19,6 +19,7 @@ SCENARIOS = (
     "raw",
     "ordered",
     "delayed",
+    "keep_handled",
 )
 
 

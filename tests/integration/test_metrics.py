@@ -74,6 +74,23 @@ def test_backlog_gauges_count_stored_notifications_by_status(
     assert sample(registry, "pgpubsub_notify_queue_usage_ratio") is not None
 
 
+def test_kept_handled_messages_are_a_status_of_their_own_and_never_the_oldest_waiting(
+    registry: CollectorRegistry,
+) -> None:
+    Notification.objects.all().delete()
+    Notification.objects.create(
+        channel=Task.listen_safe_name(),
+        payload={"kwargs": {"key": "kept"}},
+        created_at=timezone.now() - datetime.timedelta(days=3),
+        handled_at=timezone.now(),
+        handled_by="a worker",
+    )
+
+    assert sample(registry, "pgpubsub_backlog", channel=TASK, status="handled") == 1
+    assert sample(registry, "pgpubsub_backlog", channel=TASK, status="new") == 0
+    assert sample(registry, "pgpubsub_backlog_oldest_seconds", channel=TASK) is None
+
+
 def test_disconnected_metrics_stop_counting(registry: CollectorRegistry) -> None:
     other = CollectorRegistry()
     metrics = WorkerMetrics(other)
