@@ -67,3 +67,7 @@ class DatabaseUnavailable(PgPubSubError):
 
 class ListenOptionsError(PgPubSubError, ValueError):
     """What ``listen`` (the command or :func:`pgpubsub.listen.listen`) was asked cannot run."""
+
+
+class ReplayError(PgPubSubError, ValueError):
+    """What ``manage.py pgpubsub replay`` was asked cannot be done (:mod:`pgpubsub.replay`)."""

@@ -28,16 +28,12 @@ from django.db.models.functions import Cast
 
 from pgpubsub import queue
 from pgpubsub.channel import BaseChannel
-from pgpubsub.exceptions import PayloadError, PgPubSubError
+from pgpubsub.exceptions import PayloadError, ReplayError
 from pgpubsub.models import Notification
 from pgpubsub.processing import decode_payload
 
 #: Rows read, checked and copied at a time.
 _CHUNK = 1_000
-
-
-class ReplayError(PgPubSubError, ValueError):
-    """What a replay was asked cannot be done (the message says what and why)."""
 
 
 @dataclass(frozen=True)

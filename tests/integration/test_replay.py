@@ -17,11 +17,13 @@ from django.utils import timezone
 import pgpubsub
 from pgpubsub import MessageInfo
 from pgpubsub.connection import ListenConnection
+from pgpubsub.exceptions import ReplayError
 from pgpubsub.models import Notification, State
 from pgpubsub.registry import registry
-from pgpubsub.replay import ReplayError, replay
+from pgpubsub.replay import replay
 from pgpubsub.stored import process_stored_notifications
-from testapp.channels import Announcement, Task
+from testapp.channels import Announcement, AuthorTriggerChannel, Task
+from testapp.models import Author, Post
 from tests.integration.messaging import receive_through_sentinel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,7 +199,7 @@ def test_a_message_that_no_longer_fits_the_channel_is_named_and_the_others_are_q
 def test_bad_arguments_are_command_errors_naming_the_problem(args: list[str], error: str) -> None:
     done("a", handled=datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.timezone.utc))
 
-    with pytest.raises(CommandError, match=None) as raised:
+    with pytest.raises(CommandError) as raised:
         call_command("pgpubsub", "replay", *args, stdout=StringIO(), stderr=StringIO())
 
     assert error in str(raised.value)
@@ -223,3 +225,24 @@ def test_a_replayed_copy_runs_again_and_its_callback_sees_the_original() -> None
 
     assert [info.replay_of if info else "none" for info in seen] == [None, original.pk]
     assert [info.id if info else 0 for info in seen] == [original.pk, *result.queued]
+
+
+@override_settings(PGPUBSUB_KEEP_HANDLED=datetime.timedelta(days=1))
+def test_a_trigger_channels_message_is_replayed_with_its_rows() -> None:
+    Author.objects.create(name="Ada")
+    process_stored_notifications([AuthorTriggerChannel])
+    (original,) = Notification.objects.all()
+
+    out = StringIO()
+    call_command(
+        "pgpubsub", "replay", "--channel", AuthorTriggerChannel.name(), stdout=out, stderr=out
+    )
+    process_stored_notifications([AuthorTriggerChannel])
+
+    assert out.getvalue() == (
+        f"Queued 1 copy of 1 matching message of {AuthorTriggerChannel.name()}.\n"
+    )
+    # The listener gives each new author a first post: it ran again for the copy.
+    assert list(Post.objects.values_list("title", flat=True)) == ["Welcome, Ada!"] * 2
+    (copy,) = Notification.objects.filter(replay_of=original.pk)
+    assert copy.status is State.HANDLED

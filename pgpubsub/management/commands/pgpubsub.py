@@ -17,13 +17,13 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import dateparse, timezone
 
 from pgpubsub.channel import locate_channel
-from pgpubsub.exceptions import ChannelNotFound
+from pgpubsub.exceptions import ChannelNotFound, ReplayError
 from pgpubsub.management.commands._help import HelpFormatter
 from pgpubsub.models import Notification
 from pgpubsub.preflight import DatabaseNotReady, require_migrated
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
-from pgpubsub.replay import ReplayError, ReplayResult, replay
+from pgpubsub.replay import ReplayResult, replay
 from pgpubsub.status import StatusReport, collect_status
 
 _ERROR_PREVIEW = 120
