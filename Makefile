@@ -45,7 +45,9 @@ migrations-check: $(BIN)/.installed
 	$(BIN)/python testapp/manage.py makemigrations --check --dry-run pgpubsub testapp
 
 # The benchmark suite (benchmarks/README.md): about 7 minutes; bench-smoke: well under one.
+# `bench` also installs the bench extra (django-tasks-db, compared in the scenario `tasks`).
 bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 bench-smoke: $(BIN)/.installed

@@ -8,6 +8,7 @@ and recreates, so a benchmark never touches the database that DATABASE_URL names
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +18,17 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["pgtrigger", "pgpubsub", "benchapp"]
+
+# The `tasks` scenario: pgpubsub.tasks ("default") beside django-tasks-db ("db"), the ORM-based
+# reference backend, when it is installed (pip install 'django-pgpubsub-reliable[bench]').
+TASKS: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": "pgpubsub.tasks.PgPubSubBackend"},
+}
+if importlib.util.find_spec("django_tasks_db") is not None:
+    TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend"}
+    INSTALLED_APPS.append("django_tasks_db")
+if importlib.util.find_spec("django.tasks") is None:
+    INSTALLED_APPS.append("django_tasks")
 
 BENCH_DATABASE_NAME = os.environ.get("PGPUBSUB_BENCH_DB", "pgpubsub_bench")
 

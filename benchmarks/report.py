@@ -44,6 +44,12 @@ def _exactly_once(figures: Figures) -> bool | None:
     return None if ceiling is None else rate >= 0.7 * ceiling
 
 
+def _ten_times_tasks_db(figures: Figures) -> bool | None:
+    ours = _median(figures, "tasks.pgpubsub.end_to_end")
+    theirs = _median(figures, "tasks.django_tasks_db.end_to_end")
+    return None if ours is None or theirs is None else ours >= 10 * theirs
+
+
 @dataclass(frozen=True)
 class Row:
     key: str
@@ -159,6 +165,26 @@ ROWS = [
         _at_most("delayed.lateness_p99", 50),
     ),
     Row("delayed.lateness_max", "9 delayed lateness max"),
+    Row("tasks.pgpubsub.enqueue_single", "11 tasks: enqueue, 1 per tx"),
+    Row("tasks.django_tasks_db.enqueue_single", "11 django-tasks-db: enqueue, 1 per tx"),
+    Row("tasks.pgpubsub.enqueue_one_transaction", "11 tasks: enqueue, all in 1 tx"),
+    Row("tasks.django_tasks_db.enqueue_one_transaction", "11 django-tasks-db: enqueue, 1 tx"),
+    Row(
+        "tasks.pgpubsub.end_to_end",
+        "11 tasks: 20k no-op, 2 procs",
+        ">= 10x django-tasks-db",
+        _ten_times_tasks_db,
+    ),
+    Row("tasks.django_tasks_db.end_to_end", "11 django-tasks-db: 20k no-op"),
+    Row("tasks.pgpubsub.latency_p50", "11 tasks: latency p50, 50/s"),
+    Row("tasks.django_tasks_db.latency_p50", "11 django-tasks-db: latency p50"),
+    Row(
+        "tasks.pgpubsub.latency_p99",
+        "11 tasks: latency p99, 50/s",
+        "< 10 ms",
+        _at_most("tasks.pgpubsub.latency_p99", 10),
+    ),
+    Row("tasks.django_tasks_db.latency_p99", "11 django-tasks-db: latency p99"),
     Row("keep_handled.rate_deleted", "10 exactly-once, handled deleted"),
     Row("keep_handled.rate_kept", "10 exactly-once, handled kept"),
     Row(
@@ -177,6 +203,11 @@ RATIOS = [
     ("1 exactly-once / 7 batch-100 ceiling", "exactly_once.rate", "raw.batch_100"),
     ("1 exactly-once / 7 like-for-like", "exactly_once.rate", "raw.batch_100_effect"),
     ("3 recovery / 7 like-for-like", "recovery.rate", "raw.batch_100_effect"),
+    (
+        "11 tasks end-to-end / django-tasks-db",
+        "tasks.pgpubsub.end_to_end",
+        "tasks.django_tasks_db.end_to_end",
+    ),
 ]
 
 

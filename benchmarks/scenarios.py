@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tasks_scenario
 from django.db import connection, transaction
 from harness import (
     BENCH_DIR,
@@ -61,6 +62,10 @@ class Sizes:
     delayed_rate: float
     delayed_seconds: float
     delayed_by: float
+    #: The ``tasks`` scenario (tasks_scenario.py): no-op tasks per end-to-end run, and tasks
+    #: enqueued one per transaction to measure that enqueue rate.
+    tasks_rows: int
+    tasks_single: int
     prune_rows: int
 
 
@@ -82,6 +87,8 @@ FULL = Sizes(
     delayed_rate=50.0,
     delayed_seconds=20.0,
     delayed_by=1.0,
+    tasks_rows=20_000,
+    tasks_single=2_000,
     prune_rows=100_000,
 )
 
@@ -103,6 +110,8 @@ SMOKE = Sizes(
     delayed_rate=50.0,
     delayed_seconds=1.0,
     delayed_by=0.2,
+    tasks_rows=300,
+    tasks_single=50,
     prune_rows=2_000,
 )
 
@@ -1041,5 +1050,6 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "raw_ceiling": raw_ceiling,
     "ordered": ordered,
     "delayed": delayed,
+    "tasks": tasks_scenario.run,
     "keep_handled": keep_handled,
 }

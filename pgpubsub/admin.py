@@ -1,5 +1,6 @@
 """Django admin: stored notifications (see and act on failures, look back at handled ones kept
-by ``PGPUBSUB_KEEP_HANDLED``) and the batches in flight."""
+by ``PGPUBSUB_KEEP_HANDLED``), the batches in flight, and the stored tasks of pgpubsub.tasks
+(retry the failed ones)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from django.utils.timesince import timesince
 from pgpubsub.models import STATE_FILTERS, InFlightBatch, Notification, State
 from pgpubsub.queue import requeue_now
 from pgpubsub.registry import registry
+from pgpubsub.tasks.models import FAILED, StoredTask
+from pgpubsub.tasks.store import retry_failed as retry_failed_tasks
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Notification]
@@ -227,4 +230,89 @@ class InFlightBatchAdmin(_InFlightAdmin):
                 )
                 for pk in obj.notification_ids
             ),
+        )
+
+
+if TYPE_CHECKING:
+    _TaskAdminBase = admin.ModelAdmin[StoredTask]
+else:
+    _TaskAdminBase = admin.ModelAdmin
+
+
+@admin.register(StoredTask)
+class StoredTaskAdmin(_TaskAdminBase):
+    """Tasks of Django's tasks framework stored by pgpubsub.tasks, and their results; FAILED
+    ones (dead letters) can be retried."""
+
+    list_display = (
+        "id",
+        "task_path",
+        "status",
+        "queue_name",
+        "priority",
+        "attempts",
+        "enqueued_at",
+        "error_summary",
+    )
+    list_filter = ("status", "backend", "queue_name")
+    search_fields = ("=id", "task_path")
+    ordering = ("-id",)
+    paginator = _EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("retry_failed_tasks",)
+    readonly_fields = (
+        "id",
+        "backend",
+        "queue_name",
+        "task_path",
+        "priority",
+        "status",
+        "attempts",
+        "enqueued_at",
+        "run_after",
+        "available_at",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "worker_ids",
+        "formatted_arguments",
+        "return_value",
+        "formatted_errors",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="last error")
+    def error_summary(self, obj: StoredTask) -> str:
+        return obj.error_summary()
+
+    @admin.display(description="arguments")
+    def formatted_arguments(self, obj: StoredTask) -> str:
+        text = json.dumps({"args": obj.args, "kwargs": obj.kwargs}, indent=2, ensure_ascii=False)
+        return format_html("<pre>{}</pre>", text)
+
+    @admin.display(description="errors")
+    def formatted_errors(self, obj: StoredTask) -> str:
+        if not obj.errors:
+            return "-"
+        return format_html_join(
+            "", "<pre>{}</pre>", ((error.get("traceback", ""),) for error in obj.errors)
+        )
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Re-queueing changes rows: it needs the change permission, not just view."""
+        return request.user.has_perm("pgpubsub.change_storedtask")
+
+    @admin.action(description="Retry failed tasks now", permissions=["retry"])
+    def retry_failed_tasks(self, request: HttpRequest, queryset: QuerySet[StoredTask]) -> None:
+        ids = list(queryset.filter(status=FAILED).values_list("id", flat=True))
+        requeued = retry_failed_tasks(using=queryset.db, ids=ids) if ids else 0
+        self.message_user(
+            request, f"{requeued} failed task(s) will run again now.", messages.SUCCESS
         )

@@ -237,3 +237,6 @@ class InFlightBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker}: {len(self.notification_ids)} notification(s)"
+
+
+from pgpubsub.tasks.models import StoredTask  # noqa: E402, F401  (the tasks backend's table)

@@ -38,6 +38,10 @@ class WorkerOptions:
     ready_file: str | None = None
     #: The worker's number under its supervisor (0 for a single worker).
     number: int = 0
+    #: Run the tasks of Django's tasks framework stored by pgpubsub.tasks backends.
+    run_tasks: bool = True
+    #: Their queues (names, or ``alias:name``); None: every queue of those backends.
+    task_queues: tuple[str, ...] | None = None
 
     def for_worker(self, number: int) -> WorkerOptions:
         """The options of supervised worker ``number``: its own metrics port, port + number."""
@@ -54,7 +58,7 @@ class LogOptions:
 
 
 def select_channels(
-    options: WorkerOptions, channel_registry: ChannelRegistry
+    options: WorkerOptions, channel_registry: ChannelRegistry, *, runs_tasks: bool = False
 ) -> list[type[BaseChannel]]:
     """The channels a worker with ``options`` serves, after checking that it can serve them.
 
@@ -67,7 +71,7 @@ def select_channels(
             channels (their messages exist only as NOTIFY).
     """
     selected = channel_registry.select(include=options.channels, exclude=options.exclude_channels)
-    if not selected:
+    if not selected and not runs_tasks:
         raise ListenOptionsError(
             "No channel to listen to: no listener is registered (are your listeners.py "
             "modules in installed apps?) or the excluded channels are all there is."

@@ -44,6 +44,7 @@ from pgpubsub.progress import RecoveryProgress, TrafficSummary
 from pgpubsub.registry import ChannelRegistry, registry
 from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
+from pgpubsub.tasks.work import NoTaskWork, task_work
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Worker:
         connect: opens the worker's own connection (see :func:`create_worker`).
         clock: the time it reads and waits on (a fake one in unit tests).
         housekeeping: prunes on the side (``NoHousekeeping()`` in unit tests).
+        tasks: the tasks of Django's tasks framework it runs (:mod:`pgpubsub.tasks.work`).
 
     Raises:
         ChannelNotFound, ListenOptionsError: see :func:`pgpubsub.options.select_channels`.
@@ -85,11 +87,16 @@ class Worker:
         *,
         clock: Clock = SYSTEM_CLOCK,
         housekeeping: Housekeeping | NoHousekeeping | None = None,
+        tasks: NoTaskWork | None = None,
     ) -> None:
         self.options = options
         self.settings = settings
         self.clock = clock
-        self.channels = select_channels(options, channel_registry)
+        self._tasks = tasks or NoTaskWork()
+        self._tasks.set_stop_check(lambda: self.stopping)
+        self.channels = select_channels(
+            options, channel_registry, runs_tasks=self._tasks.serves_any()
+        )
         self.lockable = [c for c in self.channels if c.lock_notifications]
         self.stopping = False
         self.total = BatchResult()
@@ -117,7 +124,7 @@ class Worker:
         )
         self._session = ListenSession(
             connect,
-            [c.listen_safe_name() for c in self.channels],
+            [c.listen_safe_name() for c in self.channels] + self._tasks.doorbells(),
             reconnect_timeout=settings.reconnect_timeout,
             errors=connection_errors(options.using),
             clock=clock,
@@ -187,6 +194,7 @@ class Worker:
     def _serve(self, connection: ListenConnection) -> None:
         """Work with ``connection`` until stopped (a lost connection raises out of here)."""
         self._journal.attach(connection)
+        self._tasks.attach(connection)
         self._announce_listening()
         if self.options.recover and not self._connected_before:
             self._recover()
@@ -195,12 +203,17 @@ class Worker:
         self._connected_before = True
         next_poll = self.clock.monotonic() + self.settings.poll_interval
         while not self.stopping:
-            retry = self._stored.schedule.next_retry()
-            wake_at = next_poll if retry is None else min(next_poll, retry)
+            wake_at = min(
+                t
+                for t in (next_poll, self._stored.schedule.next_retry(), self._tasks.wake_at())
+                if t is not None
+            )
             messages = connection.wait(wake_at - self.clock.monotonic(), self._wake_fds())
             self._wakeup.clear()
             self._stop_if_orphaned()
             self._handle(messages)
+            if not self.stopping:
+                self._tasks.run_due()
             due = self._stored.schedule.due_retries()
             for channel in due:
                 self._record(self._stored.drain(channel))
@@ -234,6 +247,7 @@ class Worker:
 
     def _disconnected(self) -> None:
         self._journal.detach()
+        self._tasks.detach()
         try:
             connections[self.options.using].close()
         except Exception:
@@ -257,6 +271,8 @@ class Worker:
     # --- messages --------------------------------------------------------------------
 
     def _handle(self, messages: list[Message]) -> None:
+        if not self.stopping:
+            messages = self._tasks.handle(messages)
         woken: dict[type[BaseChannel], None] = {}
         later: dict[type[BaseChannel], None] = {}
         for message in messages:
@@ -284,6 +300,8 @@ class Worker:
                 return
             self._record(self._stored.drain(channel))
         self._stored.look_up_due(self.lockable)
+        if not self.stopping:
+            self._tasks.drain_all()
         self._housekeeping.run_if_due()
 
     def _recover(self) -> None:
@@ -320,7 +338,18 @@ class Worker:
 def create_worker(options: WorkerOptions, settings: PgPubSubSettings | None = None) -> Worker:
     """A worker for ``options`` with the real collaborators: the project's registry, a new
     connection to ``options.using`` (one that never LISTENs with ``poll_only``), the clock."""
-    return Worker(options, settings or get_settings(), registry, connection_factory(options))
+    settings = settings or get_settings()
+    tasks = (
+        task_work(
+            using=options.using,
+            queues=options.task_queues,
+            settings=settings,
+            worker_id=_worker_label(),
+        )
+        if options.run_tasks
+        else None
+    )
+    return Worker(options, settings, registry, connection_factory(options), tasks=tasks)
 
 
 def connection_factory(options: WorkerOptions) -> ConnectionFactory:

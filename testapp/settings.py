@@ -101,3 +101,19 @@ PGPUBSUB_PROGRESS_INTERVAL = float(os.environ.get("PGPUBSUB_PROGRESS_INTERVAL", 
 # Seconds; unset (the default, None): handled messages are deleted.
 if os.environ.get("PGPUBSUB_KEEP_HANDLED"):
     PGPUBSUB_KEEP_HANDLED = datetime.timedelta(seconds=float(os.environ["PGPUBSUB_KEEP_HANDLED"]))
+
+# Django's tasks framework on pgpubsub (pgpubsub.tasks; testapp/tasks.py): Django 6.0+ has it,
+# older versions use the django-tasks backport, whose app registers the system checks.
+TASKS = {
+    "default": {
+        "BACKEND": "pgpubsub.tasks.PgPubSubBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"RETRY_BACKOFF": 0.2},
+    }
+}
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
+# Mail sent by tasks (testapp.tasks.email_users) stays in memory.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

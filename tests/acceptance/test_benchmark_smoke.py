@@ -19,6 +19,7 @@ SCENARIOS = (
     "raw",
     "ordered",
     "delayed",
+    "tasks",
     "keep_handled",
 )
 

@@ -48,10 +48,21 @@ def test_listen_with_every_channel_excluded_says_there_is_nothing_to_listen_to()
         call_command(
             "listen",
             "--worker",
+            "--no-tasks",  # the example project has tasks (testapp/tasks.py)
             "--exclude-channels",
             "pgpubsub.Channel",
             "pgpubsub.TriggerChannel",
         )
+
+
+def test_listen_on_a_task_queue_no_backend_has_names_it_and_the_known_ones() -> None:
+    with pytest.raises(CommandError, match=r"Task queue 'mails' .* Known: default:default, "):
+        call_command("listen", "--worker", "--task-queues", "mails")
+
+
+def test_listen_with_no_tasks_and_task_queues_is_refused() -> None:
+    with pytest.raises(CommandError, match="remove --task-queues"):
+        call_command("listen", "--worker", "--no-tasks", "--task-queues", "default")
 
 
 def test_listen_metrics_port_without_prometheus_client_says_what_to_install(

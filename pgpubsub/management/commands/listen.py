@@ -19,6 +19,7 @@ from pgpubsub.preflight import DatabaseNotReady, require_ready
 from pgpubsub.registry import registry
 from pgpubsub.shutdown import block_signals, restore_signals
 from pgpubsub.supervisor import Supervisor, configure_logging
+from pgpubsub.tasks.work import NoTaskWork, task_work
 from pgpubsub.worker import create_worker
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -61,6 +62,21 @@ class Command(BaseCommand):
             metavar="DOTTED_PATH",
             help="Channels not to listen to, so that a slow channel can get its own pool of "
             "processes.",
+        )
+        parser.add_argument(
+            "--task-queues",
+            nargs="+",
+            default=None,
+            metavar="QUEUE",
+            help="Queues of Django's tasks framework to run tasks from (TASKS backends "
+            "pgpubsub.tasks.PgPubSubBackend whose DATABASE is --database), as names or "
+            "ALIAS:NAME, separated by spaces. Default: every queue of those backends. "
+            "--channels does not change it.",
+        )
+        parser.add_argument(
+            "--no-tasks",
+            action="store_true",
+            help="Run no tasks of Django's tasks framework, only the channels' listeners.",
         )
         parser.add_argument(
             "--processes",
@@ -193,9 +209,23 @@ class Command(BaseCommand):
             # One bar per terminal line: several workers would draw over each other.
             progress_bar=(options["processes"] or 1) == 1,
             ready_file=options["ready_file"],
+            run_tasks=not options["no_tasks"],
+            task_queues=None if options["task_queues"] is None else tuple(options["task_queues"]),
         )
+        if options["no_tasks"] and options["task_queues"]:
+            raise CommandError("--no-tasks runs no task queue: remove --task-queues.")
         try:
-            selected = select_channels(worker_options, registry)
+            tasks = (
+                task_work(
+                    using=worker_options.using,
+                    queues=worker_options.task_queues,
+                    settings=settings,
+                    worker_id="listen",
+                )
+                if worker_options.run_tasks
+                else NoTaskWork()
+            )
+            selected = select_channels(worker_options, registry, runs_tasks=tasks.serves_any())
         except (ChannelNotFound, ListenOptionsError) as exc:
             raise CommandError(str(exc)) from None
         configure_logging(log)

@@ -25,6 +25,9 @@ from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
 from pgpubsub.replay import ReplayResult, replay
 from pgpubsub.status import StatusReport, collect_status
+from pgpubsub.tasks.models import FAILED, StoredTask
+from pgpubsub.tasks.store import retry_failed as retry_failed_tasks
+from pgpubsub.tasks.work import pgpubsub_backends
 
 _ERROR_PREVIEW = 120
 _CHANNEL_HELP = (
@@ -99,6 +102,21 @@ class Command(BaseCommand):
             metavar="ID",
             help="A failed notification's id; may be repeated.",
         )
+        retry.add_argument(
+            "--task",
+            action="append",
+            type=int,
+            default=[],
+            dest="task_ids",
+            metavar="ID",
+            help="A FAILED task's id (pgpubsub.tasks): retry it instead of notifications; may "
+            "be repeated.",
+        )
+        retry.add_argument(
+            "--tasks",
+            action="store_true",
+            help="Retry every FAILED task (pgpubsub.tasks) instead of notifications.",
+        )
         replay_parser = subcommands.add_parser(
             "replay",
             help="Queue new copies of a channel's handled (kept) or dead-letter messages; each "
@@ -169,6 +187,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if subcommand == "failed":
             self._failed(using, channels, options["limit"])
+        elif subcommand == "retry" and (options["tasks"] or options["task_ids"]):
+            self._retry_tasks(using, options)
         elif subcommand == "retry":
             self._retry(using, channels, options["ids"])
         elif subcommand == "replay":
@@ -183,7 +203,12 @@ class Command(BaseCommand):
         total = queryset.count()
         if not total:
             self.stdout.write("No failed notifications.")
-            return
+        else:
+            self._list_failed_notifications(queryset, total, limit)
+        if not channels and pgpubsub_backends():
+            self._failed_tasks(using, limit)
+
+    def _list_failed_notifications(self, queryset: Any, total: int, limit: int) -> None:
         self.stdout.write(f"{'id':>10}  {'attempts':>8}  {'channel':<40}  last error")
         for row in queryset[:limit]:
             self.stdout.write(
@@ -192,6 +217,28 @@ class Command(BaseCommand):
             )
         if total > limit:
             self.stdout.write(f"... and {total - limit} more (use --limit).")
+
+    def _failed_tasks(self, using: str, limit: int) -> None:
+        """The FAILED tasks of pgpubsub.tasks, after the notifications (when there are any)."""
+        queryset = StoredTask.objects.using(using).filter(status=FAILED).order_by("id")
+        total = queryset.count()
+        if not total:
+            return
+        self.stdout.write("\nFailed tasks (retry with: pgpubsub retry --task ID, or --tasks):")
+        self.stdout.write(f"{'id':>10}  {'attempts':>8}  {'task':<40}  last error")
+        for row in queryset[:limit]:
+            self.stdout.write(
+                f"{row.pk:>10}  {row.attempts:>8}  {row.task_path:<40}  "
+                f"{row.error_summary(_ERROR_PREVIEW)}"
+            )
+        if total > limit:
+            self.stdout.write(f"... and {total - limit} more (use --limit).")
+
+    def _retry_tasks(self, using: str, options: dict[str, Any]) -> None:
+        if options["ids"] or options.get("channel"):
+            raise CommandError("--task and --tasks retry tasks: remove --id and --channel.")
+        count = retry_failed_tasks(using=using, ids=options["task_ids"] or None)
+        self.stdout.write(f"Re-queued {count} failed task(s).")
 
     def _retry(self, using: str, channels: list[str], ids: list[int]) -> None:
         count = retry_failed(using=using, channels=channels or None, ids=ids or None)
