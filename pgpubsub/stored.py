@@ -158,6 +158,22 @@ class _Batch:
             self.outcomes.append(outcome)
 
 
+class _HeldKeys:
+    """The keys of a batch's messages that will be retried: the later messages of such a key
+    in the batch must wait for the retry (per-key ordering), so they are left stored."""
+
+    def __init__(self) -> None:
+        self._retried: dict[str, int] = {}
+
+    def note(self, message: queue.StoredMessage, outcome: Outcome) -> None:
+        if outcome.will_retry and message.ordering_key is not None:
+            self._retried.setdefault(message.ordering_key, message.id)
+
+    def holds(self, message: queue.StoredMessage) -> bool:
+        retried = self._retried.get(message.ordering_key or "")
+        return message.ordering_key is not None and retried is not None and message.id > retried
+
+
 class _FailedAttempts:
     """Records failed attempts: a retry scheduled (and noted for the worker's wake-up), or
     the message marked failed; and the log line that names the notification."""
@@ -274,6 +290,8 @@ class StoredProcessor:
         self.should_stop = should_stop
         self.schedule = IsolationSchedule(clock)
         self._failures = _FailedAttempts(self.settings, using, self.schedule)
+        #: Per ordered channel, the key after which its next claim starts its round of keys.
+        self._key_round: dict[type[BaseChannel], str] = {}
 
     def look_up_due(self, channels: Iterable[type[BaseChannel]]) -> None:
         """Note when the next message of ``channels`` sent for later (or retried by another
@@ -299,7 +317,11 @@ class StoredProcessor:
             if on_batch is not None:
                 on_batch(batch)
             total.add(batch)
-            if batch.claimed < self.settings.batch_size:
+            # A batch of an ordered channel that is not full may have freed the next
+            # messages of its keys: claim again until a claim finds nothing.
+            if batch.claimed == 0 or (
+                batch.claimed < self.settings.batch_size and channel.ordering_key is None
+            ):
                 break
         return total
 
@@ -344,11 +366,14 @@ class StoredProcessor:
     def _run_isolated(self, channel: type[BaseChannel]) -> BatchResult:
         with self._batch(channel) as batch:
             messages = batch.messages
+            held = _HeldKeys()
             if any(message.left_behind for message in messages):
-                messages = self._settle_left_behind(channel, batch)
+                messages = self._settle_left_behind(channel, batch, held)
             for message in messages:
                 if self.should_stop():
                     break
+                if held.holds(message):
+                    continue  # stays stored, behind the retry of an older one of its key
                 # (A record of a one-message batch names its message from the start.)
                 if batch.record is not None and len(batch.messages) > 1:
                     self.journal.running(batch.record, message.id)
@@ -358,6 +383,7 @@ class StoredProcessor:
                     batch.handled.append(message.id)
                 else:
                     self._count(batch.result, outcome)
+                    held.note(message, outcome)
         return self._finished(channel, batch)
 
     @contextmanager
@@ -376,7 +402,12 @@ class StoredProcessor:
                     extra_filter=self.extra_filter,
                     measure_latency=observed,
                     ordered=channel.ordering_key is not None,
+                    after_key=self._key_round.get(channel, ""),
                 )
+                if channel.ordering_key is not None:
+                    self._key_round[channel] = queue.round_resumes_after(
+                        messages, self._key_round.get(channel, "")
+                    )
                 batch = _Batch(messages, outcomes=[] if observed else None)
                 batch.result.claimed = len(messages)
                 if messages:
@@ -425,10 +456,11 @@ class StoredProcessor:
             logger.debug("Could not delete in-flight record %s", batch.record, exc_info=True)
 
     def _settle_left_behind(
-        self, channel: type[BaseChannel], batch: _Batch
+        self, channel: type[BaseChannel], batch: _Batch, held: _HeldKeys
     ) -> list[queue.StoredMessage]:
-        """Charge each message a dead worker was running; return the others to run. The
-        settled records are deleted with this batch."""
+        """Charge each message a dead worker was running; return the others to run (noting
+        in ``held`` the keys of those that will be retried). The settled records are deleted
+        with this batch."""
         claimed = {message.id: message for message in batch.messages}
         records = inflight.left_behind(list(claimed), using=self.using, own_record=batch.record)
         if records:
@@ -466,6 +498,7 @@ class StoredProcessor:
                 outcome = self._failures.charge_crash(channel, crashed, record)
                 batch.note(outcome)
                 self._count(batch.result, outcome)
+                held.note(crashed, outcome)
         return [message for message in batch.messages if message.id in claimed]
 
     def _deliver(
