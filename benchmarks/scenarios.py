@@ -35,6 +35,9 @@ from harness import (
 
 ITEM_CHANNEL = "benchapp.channels.ItemChannel"
 PING_CHANNEL = "benchapp.channels.Ping"
+ORDERED_CHANNEL = "benchapp.channels.Ordered"
+UNORDERED_CHANNEL = "benchapp.channels.Unordered"
+DELAYED_CHANNEL = "benchapp.channels.Delayed"
 MIB = 1024.0  # KiB per MiB
 
 
@@ -54,6 +57,11 @@ class Sizes:
     fanout_messages: int
     raw_rows: int
     warmup_rows: int
+    ordered_rows: int
+    ordered_keys: int
+    delayed_rate: float
+    delayed_seconds: float
+    delayed_by: float
     #: The ``tasks`` scenario (tasks_scenario.py): no-op tasks per end-to-end run, and tasks
     #: enqueued one per transaction to measure that enqueue rate.
     tasks_rows: int
@@ -74,6 +82,11 @@ FULL = Sizes(
     fanout_messages=10_000,
     raw_rows=20_000,
     warmup_rows=500,
+    ordered_rows=20_000,
+    ordered_keys=1_000,
+    delayed_rate=50.0,
+    delayed_seconds=20.0,
+    delayed_by=1.0,
     tasks_rows=20_000,
     tasks_single=2_000,
     prune_rows=100_000,
@@ -92,6 +105,11 @@ SMOKE = Sizes(
     fanout_messages=100,
     raw_rows=300,
     warmup_rows=20,
+    ordered_rows=300,
+    ordered_keys=10,
+    delayed_rate=50.0,
+    delayed_seconds=1.0,
+    delayed_by=0.2,
     tasks_rows=300,
     tasks_single=50,
     prune_rows=2_000,
@@ -720,6 +738,191 @@ def raw_ceiling(ctx: Context) -> Result:
     return result
 
 
+# --- 8. per-key ordering -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyShape:
+    """How a burst's messages are spread over keys: message ``n`` has key ``n % modulo``."""
+
+    label: str
+    modulo: int
+
+
+def key_shapes(sizes: Sizes) -> list[KeyShape]:
+    return [
+        KeyShape(f"{sizes.ordered_keys}_keys", sizes.ordered_keys),
+        KeyShape("one_key", 1),
+        # n % (count + 1) is n: every key distinct.
+        KeyShape("distinct_keys", sizes.ordered_rows + 1),
+    ]
+
+
+def send_burst(channel: str, count: int, modulo: int) -> float:
+    """Store ``count`` messages (``n`` = 1..count, key ``k<n % modulo>``) through pgpubsub's
+    send function, in one statement and one transaction; return the commit time."""
+    from django.utils.module_loading import import_string
+
+    from pgpubsub import codec, functions
+
+    channel_cls = import_string(channel)
+    payloads, keys = [], []
+    for n in range(1, count + 1):
+        payload = channel_cls.build_payload({"key": f"k{n % modulo}", "n": n})
+        payloads.append(codec.dumps(payload))
+        keys.append(channel_cls.ordering_key_of(payload))
+    with transaction.atomic():
+        execute(
+            f"SELECT {functions.qualified(functions.SEND)}"
+            "(%s, true, 'benchapp', %s::jsonb[], %s::text[], NULL)",
+            [channel_cls.listen_safe_name(), payloads, keys],
+        )
+        committing = _commit_time()
+    return committing
+
+
+def stored_count(channel: str) -> int:
+    from django.utils.module_loading import import_string
+
+    name = import_string(channel).listen_safe_name()
+    return int(scalar("SELECT count(*) FROM pgpubsub_notification WHERE channel = %s", [name]))
+
+
+def keyed_rate(channel: str, count: int, modulo: int, listen: ListenProcess) -> tuple[float, bool]:
+    """Send a burst; messages/s from its commit to the last Effect, and whether every message
+    was handled once and each key's messages in the order of ``n``."""
+    reset_items()
+    committed = send_burst(channel, count, modulo)
+
+    def done() -> bool:
+        listen.check_running()
+        return effect_count() >= count and stored_count(channel) == 0
+
+    wait_for(done, timeout=60 + count / 50, message=f"{count} keyed messages", interval=0.05)
+    last = float(scalar("SELECT max(finished_at) FROM benchapp_effect"))
+    effects, distinct, out_of_order = rows(
+        """
+        SELECT count(*), count(DISTINCT item_id), count(*) FILTER (WHERE item_id < previous)
+        FROM (SELECT item_id, lag(item_id) OVER (PARTITION BY item_id %% %s ORDER BY id)
+                  AS previous
+              FROM benchapp_effect) AS handled
+        """,
+        [modulo],
+    )[0]
+    in_order = out_of_order == 0 or channel != ORDERED_CHANNEL
+    return count / (last - committed), effects == distinct == count and in_order
+
+
+def warm_up_keyed(ctx: Context, listen: ListenProcess, channels: tuple[str, ...]) -> None:
+    for channel in channels:
+        keyed_rate(channel, ctx.sizes.warmup_rows, 10, listen)
+
+
+def ordered(ctx: Context) -> Result:
+    """Per-key ordering: an ordered channel's rate beside an unordered one of the same shape,
+    by key spread; one key beside the single-stream rate (one unordered worker process)."""
+    result = Result()
+    sizes = ctx.sizes
+    count = sizes.ordered_rows
+    shapes = key_shapes(sizes)
+    rates: dict[str, list[float]] = {}
+    correct: list[bool] = []
+    reset_all()
+    both = ("--channels", ORDERED_CHANNEL, UNORDERED_CHANNEL)
+    with ctx.listen(*both, processes=2, label="ordered") as listen:
+        listen.wait_ready()
+        warm_up_keyed(ctx, listen, (ORDERED_CHANNEL, UNORDERED_CHANNEL))
+        for run in range(sizes.runs):
+            rate, ok = keyed_rate(UNORDERED_CHANNEL, count, sizes.ordered_keys, listen)
+            rates.setdefault("unordered", []).append(rate)
+            correct.append(ok)
+            for shape in shapes:
+                rate, ok = keyed_rate(ORDERED_CHANNEL, count, shape.modulo, listen)
+                rates.setdefault(shape.label, []).append(rate)
+                correct.append(ok)
+            result.notes.append(
+                f"run {run + 1}: "
+                + ", ".join(f"{label} {values[-1]:.0f} msg/s" for label, values in rates.items())
+            )
+    with ctx.listen("--channels", UNORDERED_CHANNEL, processes=1, label="single") as listen:
+        listen.wait_ready()
+        warm_up_keyed(ctx, listen, (UNORDERED_CHANNEL,))
+        for _ in range(sizes.runs):
+            rate, ok = keyed_rate(UNORDERED_CHANNEL, count, 1, listen)
+            rates.setdefault("single_stream", []).append(rate)
+            correct.append(ok)
+    for label, values in rates.items():
+        result.add(f"ordered.rate_{label}", "msg/s", values)
+
+    def ratio(top: str, bottom: str) -> list[float]:
+        return [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+
+    result.add(f"ordered.ratio_{shapes[0].label}", "x", ratio(shapes[0].label, "unordered"))
+    result.add("ordered.ratio_distinct_keys", "x", ratio("distinct_keys", "unordered"))
+    result.add("ordered.ratio_one_key", "x", ratio("one_key", "single_stream"))
+    result.checks["ordered.every_message_once_each_key_in_order"] = all(correct)
+    result.notes.append(
+        f"{count} messages per burst, sent in one transaction; listen --processes 2 "
+        "(single stream: --processes 1 on the unordered channel)"
+    )
+    result.messages = count * sizes.runs * (len(shapes) + 2)
+    return result
+
+
+# --- 9. delayed delivery -----------------------------------------------------------------
+
+
+def delayed(ctx: Context) -> Result:
+    """Messages sent with ``notify_at`` at a steady rate, each due ``delayed_by`` seconds after
+    its send: lateness is the callback's start minus the due time."""
+    from datetime import datetime, timezone
+
+    from benchapp.channels import Delayed
+
+    import pgpubsub
+
+    result = Result()
+    sizes = ctx.sizes
+    total = int(sizes.delayed_rate * sizes.delayed_seconds)
+    figures: dict[str, list[float]] = {"p50": [], "p99": [], "max": []}
+    correct: list[bool] = []
+    reset_all()
+    with ctx.listen("--channels", DELAYED_CHANNEL, processes=2, label="delayed") as listen:
+        listen.wait_ready()
+        for _ in range(sizes.runs):
+            reset_items()
+            due: dict[int, float] = {}
+            start = time.monotonic()
+            for number in range(total):
+                delay = start + number / sizes.delayed_rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                due[number] = time.time() + sizes.delayed_by
+                when = datetime.fromtimestamp(due[number], tz=timezone.utc)
+                pgpubsub.notify_at(Delayed, when, n=number)
+
+            def done() -> bool:
+                listen.check_running()
+                return effect_count() >= total and stored_count(DELAYED_CHANNEL) == 0
+
+            wait_for(done, timeout=60 + sizes.delayed_by, message="delayed messages")
+            handled = rows("SELECT item_id, started_at FROM benchapp_effect")
+            lateness = [(started - due[n]) * 1000 for n, started in handled]
+            for name, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                figures[name].append(percentile(lateness, fraction))
+            early = [value for value in lateness if value < 0]
+            correct.append(len(handled) == len({n for n, _ in handled}) == total and not early)
+    for name, values in figures.items():
+        result.add(f"delayed.lateness_{name}", "ms", values)
+    result.checks["delayed.every_message_once_never_early"] = all(correct)
+    result.notes.append(
+        f"{total} notify_at() transactions per run at {sizes.delayed_rate:.0f}/s, each due "
+        f"{sizes.delayed_by:g} s after its send"
+    )
+    result.messages = total * sizes.runs
+    return result
+
+
 # --- 10. kept handled messages (PGPUBSUB_KEEP_HANDLED) ----------------------------------
 
 #: PGPUBSUB_KEEP_HANDLED of the workers that keep what they handle: a week, in seconds.
@@ -845,6 +1048,8 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "write_overhead": write_overhead,
     "fanout": fanout,
     "raw_ceiling": raw_ceiling,
+    "ordered": ordered,
+    "delayed": delayed,
     "tasks": tasks_scenario.run,
     "keep_handled": keep_handled,
 }

@@ -43,6 +43,8 @@ class StoredMessage:
     left_behind: bool = False
     #: Seconds between the moment the message became due and its claim, when measured.
     claim_latency: float | None = None
+    #: Its key, on a channel with ``ordering_key`` (None on others, or without a key).
+    ordering_key: str | None = None
 
 
 def claim_batch(
@@ -54,11 +56,14 @@ def claim_batch(
     extra_filter: Q | None = None,
     measure_latency: bool = False,
     ordered: bool = False,
+    after_key: str = "",
 ) -> list[StoredMessage]:
     """Lock up to ``limit`` due notifications of ``channel``, oldest first.
 
-    ``ordered`` (a channel with ``ordering_key``): only the oldest waiting message of each
-    key may be claimed, so a key's messages are handled one at a time, in id order.
+    ``ordered`` (a channel with ``ordering_key``): a key's messages are claimed only from its
+    oldest waiting one on, consecutively, so that they are handled one at a time, in id order
+    (see :func:`_claim_ordered`); the batch comes in id order. ``after_key``: where the
+    previous ordered claim of this worker left off in the round of keys.
 
     ``also_named``: other names the channel's rows may carry (``BaseChannel.stored_aliases``).
 
@@ -70,51 +75,190 @@ def claim_batch(
     channel, id``): with misleading statistics PostgreSQL otherwise sorts every pending row,
     or walks the primary key past every older row of other channels.
     """
-    connection = connections[using]
-    table = quoted_table(Notification, using)
-    in_flight = quoted_table(InFlightBatch, using)
-    where, params = _filter_sql(extra_filter, using)
-    latency = (
-        ", extract(epoch FROM statement_timestamp() - available_at)::float8"
-        if measure_latency
-        else ""
+    claim = _Claim(channel, [channel, *also_named], using, extra_filter, measure_latency)
+    if ordered:
+        return _claim_ordered(claim, limit, after_key)
+    return claim.fetch(
+        f"SELECT {claim.columns} FROM {claim.table} "
+        # Notification.objects.due(), spelled out for the plan (see the docstring).
+        f"WHERE channel = ANY(%s) AND {WAITING_SQL} "
+        f"AND available_at <= statement_timestamp(){claim.where} "
+        "ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
+        [claim.names, *claim.params, limit],
     )
-    with connection.cursor() as cursor:
+
+
+class _Claim:
+    """What the claim statements of one channel share: names, filter and columns read."""
+
+    def __init__(
+        self,
+        channel: str,
+        names: list[str],
+        using: str,
+        extra_filter: Q | None,
+        measure_latency: bool,
+    ) -> None:
+        self.channel = channel
+        self.names = names
+        self.using = using
+        self.table = quoted_table(Notification, using)
+        self.where, self.params = _filter_sql(extra_filter, using)
+        self.measure_latency = measure_latency
+        in_flight = quoted_table(InFlightBatch, using)
         # Whether a batch record names the message (pgpubsub.inflight): the records' ids are
         # read once per claim (an InitPlan) from a table of a few rows, one per running batch
         # plus those of dead workers.
-        cursor.execute(
-            f"SELECT id, payload::text, attempts, "
-            f"id = ANY(ARRAY(SELECT unnest(notification_ids) FROM {in_flight})){latency} "
-            f"FROM {table} "
-            # Notification.objects.due(), spelled out for the plan (see the docstring).
-            f"WHERE channel = ANY(%s) AND {WAITING_SQL} "
-            "AND available_at <= statement_timestamp()"
-            f"{where}{_first_of_its_key(table) if ordered else ''} "
-            "ORDER BY channel, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            [[channel, *also_named], *params, limit],
+        self.columns = (
+            f"{self.table}.id AS id, payload::text AS payload_text, attempts, "
+            f"{self.table}.ordering_key AS ordering_key, {self.table}.id = ANY(ARRAY("
+            f"SELECT unnest(notification_ids) FROM {in_flight})) AS left_behind"
+            + (
+                ", extract(epoch FROM statement_timestamp() - available_at)::float8 AS latency"
+                if measure_latency
+                else ""
+            )
         )
-        rows = cursor.fetchall()
-    if measure_latency:
+        #: The names of ``columns``, to select them again from a subquery.
+        self.names_read = "id, payload_text, attempts, ordering_key, left_behind" + (
+            ", latency" if measure_latency else ""
+        )
+
+    def lock_by_id(self, source: str) -> str:
+        """SQL: the waiting row whose id is ``source``'s (one parameter: the channel's names),
+        for a lateral subquery. The row lock keeps it from being merged into a hash join that
+        would read every waiting row (PostgreSQL's choice when the table has no statistics
+        yet); the channel keeps the lookup a point in whichever index serves it."""
+        return (
+            f"SELECT {self.columns} FROM {self.table} WHERE {self.table}.channel = ANY(%s) "
+            f"AND {self.table}.id = {source}.id AND {WAITING_SQL}"
+        )
+
+    def fetch(self, sql: str, params: list[Any]) -> list[StoredMessage]:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
         return [
-            StoredMessage(pk, channel, text, n, left, waited) for pk, text, n, left, waited in rows
+            StoredMessage(
+                pk,
+                self.channel,
+                text,
+                attempts,
+                left,
+                latency[0] if latency else None,
+                key,
+            )
+            for pk, text, attempts, key, left, *latency in rows
         ]
-    return [StoredMessage(pk, channel, text, n, left) for pk, text, n, left in rows]
 
 
-def _first_of_its_key(table: str) -> str:
-    """SQL (`` AND ...``): no older message of the row's key is waiting.
+def _claim_ordered(claim: _Claim, limit: int, after_key: str) -> list[StoredMessage]:
+    """The claim of a channel with ``ordering_key``: heads, then the messages that follow them.
 
-    One probe of the ``pgpubsub_queue_by_key`` index per candidate row. An older message
-    locked by another worker's batch is still waiting in this statement's snapshot, so its
-    successors are not claimed before that batch commits (and deletes it, or records a retry,
-    which keeps it waiting; a dead letter no longer waits, and lets them go on).
+    A key's head is its oldest waiting message (due or not): the first entry of the key in
+    the index ``pgpubsub_queue_by_key``. The first statement walks that index from key to key
+    (a recursive skip scan: one index descent per key, never one per waiting message) and
+    locks the heads that are due; it starts after ``after_key`` and goes round, so that every
+    key gets its turn. A head locked by another worker is skipped, and nothing behind it is
+    read, so a key with a long backlog costs a claim one step. Messages without a key (sent
+    before the channel had ``ordering_key``, or by django-pgpubsub 1.3 under its dotted
+    path) are taken from the oldest ``limit`` waiting messages, oldest first.
+
+    When the heads leave room in the batch, the second statement takes, after each locked
+    head, the next messages of its key, consecutively: it stops at the first one that is not
+    due, that the listener filter refuses or that it cannot lock. So a key with a backlog is
+    handled in batches, at the rate of an unordered channel's single worker, one batch at a
+    time: no other worker can claim a message of a key while its head is in a batch, as that
+    head is still waiting in the snapshot of every other claim.
     """
-    return (
-        f" AND ({table}.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS older "
-        f"WHERE older.channel = {table}.channel AND older.ordering_key = {table}.ordering_key "
-        f"AND older.id < {table}.id AND older.failed_at IS NULL AND older.handled_at IS NULL))"
+    walk_keys = (
+        f"FROM {claim.table} AS n WHERE n.channel = %s AND n.ordering_key IS NOT NULL "
+        f"AND n.failed_at IS NULL AND n.handled_at IS NULL"
     )
+    first_key = "SELECT n.ordering_key, n.id"
+    in_key_order = "ORDER BY n.channel, n.ordering_key, n.id LIMIT 1"
+    heads = claim.fetch(
+        "WITH RECURSIVE walk(ordering_key, id, wrapped) AS ("
+        # The first key after after_key, or, past the last key, the first one (a new round).
+        f"SELECT * FROM (({first_key}, false {walk_keys} AND n.ordering_key > %s "
+        f"{in_key_order}) UNION ALL ({first_key}, true {walk_keys} {in_key_order}) "
+        "LIMIT 1) AS start "
+        "UNION ALL "
+        f"SELECT step.* FROM walk, LATERAL (({first_key}, walk.wrapped {walk_keys} "
+        f"AND n.ordering_key > walk.ordering_key {in_key_order}) UNION ALL "
+        f"({first_key}, true {walk_keys} AND NOT walk.wrapped {in_key_order}) LIMIT 1) AS step "
+        # One round: a key walked before the turn is not walked again.
+        "WHERE NOT (step.wrapped AND step.ordering_key > %s)), "
+        "candidate(id) AS ("
+        "SELECT oldest.id FROM (SELECT n.id, n.channel, n.ordering_key "
+        f"FROM {claim.table} AS n WHERE n.channel = ANY(%s) AND n.failed_at IS NULL "
+        "AND n.handled_at IS NULL ORDER BY n.channel, n.id LIMIT %s) AS oldest "
+        "WHERE oldest.ordering_key IS NULL OR oldest.channel <> %s "
+        "UNION ALL SELECT walk.id FROM walk) "
+        f"SELECT claimed.* FROM candidate CROSS JOIN LATERAL ({claim.lock_by_id('candidate')} "
+        f"AND available_at <= statement_timestamp(){claim.where} "
+        "FOR UPDATE SKIP LOCKED) AS claimed LIMIT %s",
+        [
+            claim.channel,
+            after_key,
+            *[claim.channel] * 3,
+            after_key,
+            claim.names,
+            limit,
+            claim.channel,
+            claim.names,
+            *claim.params,
+            limit,
+        ],
+    )
+    keyed = [message for message in heads if message.ordering_key is not None]
+    room = limit - len(heads)
+    if not keyed or room <= 0:
+        return sorted(heads, key=_by_id)
+    return sorted(heads + _claim_followers(claim, keyed, room), key=_by_id)
+
+
+def _claim_followers(claim: _Claim, heads: list[StoredMessage], room: int) -> list[StoredMessage]:
+    """Lock, after each of ``heads`` (locked by this transaction), the next messages of its
+    key, consecutively, ``room`` in all at most (shared evenly between the keys)."""
+    per_key = -(-room // len(heads))
+    return claim.fetch(
+        "WITH head(ordering_key, id) AS (SELECT * FROM unnest(%s::text[], %s::bigint[])), "
+        "candidate AS MATERIALIZED (SELECT head.id AS head, next.id, next.ready FROM head "
+        f"CROSS JOIN LATERAL (SELECT {claim.table}.id, "
+        f"(available_at <= statement_timestamp(){claim.where}) AS ready FROM {claim.table} "
+        f"WHERE {claim.table}.channel = %s AND {claim.table}.ordering_key = head.ordering_key "
+        f"AND {WAITING_SQL} AND {claim.table}.id > head.id ORDER BY {claim.table}.channel, "
+        f"{claim.table}.ordering_key, {claim.table}.id LIMIT %s) AS next), "
+        # Consecutive: none after the first one of its key that could not be taken.
+        "run AS (SELECT taken.*, bool_and(taken.id IS NOT NULL) OVER (PARTITION BY "
+        "candidate.head ORDER BY candidate.id) AS unbroken FROM candidate LEFT JOIN LATERAL "
+        f"({claim.lock_by_id('candidate')} AND candidate.ready FOR UPDATE SKIP LOCKED) "
+        f"AS taken ON true) SELECT {claim.names_read} FROM run WHERE unbroken",
+        [
+            [head.ordering_key for head in heads],
+            [head.id for head in heads],
+            *claim.params,
+            claim.channel,
+            per_key,
+            claim.names,
+        ],
+    )
+
+
+def _by_id(message: StoredMessage) -> int:
+    return message.id
+
+
+def round_resumes_after(messages: Sequence[StoredMessage], after_key: str) -> str:
+    """Where the next ordered claim starts its round of keys: after the last key that the
+    claim of ``messages`` (which started after ``after_key``) took, in the order it walked
+    them (the keys after ``after_key``, then, past the last key, the others)."""
+    keys = {message.ordering_key for message in messages if message.ordering_key is not None}
+    if not keys:
+        return after_key
+    next_round = [key for key in keys if key <= after_key]
+    return max(next_round) if next_round else max(keys)
 
 
 def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:

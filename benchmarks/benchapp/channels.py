@@ -31,3 +31,30 @@ class Standing(Channel):
 
     n: int
     lock_notifications = True
+
+
+@dataclass
+class Ordered(Channel):
+    """Per-key ordering: the messages of one ``key`` are handled one at a time, in id order."""
+
+    key: str
+    n: int
+    lock_notifications = True
+    ordering_key = "key"
+
+
+@dataclass
+class Unordered(Channel):
+    """The shape of ``Ordered`` without ``ordering_key``: the rate ``Ordered`` is compared with."""
+
+    key: str
+    n: int
+    lock_notifications = True
+
+
+@dataclass
+class Delayed(Channel):
+    """Messages sent for later with ``notify_at``; ``n`` finds each one's due time."""
+
+    n: int
+    lock_notifications = True

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 import pgpubsub
-from benchapp.channels import ItemChannel, Ping, Standing
+from benchapp.channels import Delayed, ItemChannel, Ordered, Ping, Standing, Unordered
 from benchapp.models import Effect, FanoutReport, Item
 
 
@@ -54,3 +54,18 @@ def count_ping(run: int, seq: int, last: bool) -> None:
 @pgpubsub.listener(Standing)
 def ignore_standing(n: int) -> None:
     """Registered so that ``Standing`` is a real channel; no benchmark worker serves it."""
+
+
+@pgpubsub.listener(Ordered)
+@pgpubsub.listener(Unordered)
+def record_keyed(key: str, n: int) -> None:
+    """One ``Effect`` per message (``item_id`` = ``n``): its id tells the order of handling."""
+    started = time.time()
+    Effect.objects.create(item_id=n, pid=os.getpid(), started_at=started, finished_at=time.time())
+
+
+@pgpubsub.listener(Delayed)
+def record_delayed(n: int) -> None:
+    """One ``Effect`` per message, stamped when its callback started (against its due time)."""
+    started = time.time()
+    Effect.objects.create(item_id=n, pid=os.getpid(), started_at=started, finished_at=time.time())

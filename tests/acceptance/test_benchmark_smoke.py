@@ -17,6 +17,8 @@ SCENARIOS = (
     "write",
     "fanout",
     "raw",
+    "ordered",
+    "delayed",
     "tasks",
     "keep_handled",
 )
