@@ -29,6 +29,7 @@ from pgpubsub.exceptions import (
     PayloadError,
     PgPubSubError,
     SettingsError,
+    TimeLimitExceeded,
     WorkerDied,
 )
 from pgpubsub.filters import ListenerFilterProvider
@@ -78,6 +79,7 @@ __all__ = [
     "PayloadError",
     "PgPubSubError",
     "SettingsError",
+    "TimeLimitExceeded",
     "TriggerChannel",
     "WorkerDied",
     "__version__",

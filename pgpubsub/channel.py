@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import re
 import sys
 import typing
@@ -39,6 +40,38 @@ class BaseChannel:
     #: they were stored (lockable channels only): a dataclass field of a :class:`Channel`,
     #: a model field (typically ``"pk"``) of a :class:`TriggerChannel`.
     ordering_key: ClassVar[str | None] = None
+    #: Seconds the callbacks of one stored message may run (None: no limit); when not set,
+    #: ``PGPUBSUB_MESSAGE_TIME_LIMIT`` applies. See :mod:`pgpubsub.timelimit`.
+    message_time_limit: ClassVar[float | None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._check_message_time_limit()
+
+    @classmethod
+    def _check_message_time_limit(cls) -> None:
+        """Refuse a ``message_time_limit`` that is not None or a number of seconds above 0."""
+        if "message_time_limit" not in vars(cls):
+            return
+        limit = cls.message_time_limit
+        if limit is None or (
+            isinstance(limit, (int, float))
+            and not isinstance(limit, bool)
+            and math.isfinite(limit)
+            and limit > 0
+        ):
+            return
+        raise ChannelDefinitionError(
+            f"message_time_limit of channel {cls.__module__}.{cls.__qualname__} must be a "
+            f"number of seconds greater than 0, or None for no limit; got {limit!r}."
+        )
+
+    @classmethod
+    def time_limit(cls, default: float | None) -> float | None:
+        """Seconds the callbacks of one message may run: the channel's own
+        ``message_time_limit`` if it sets one, else ``default`` (the setting)."""
+        limit = getattr(cls, "message_time_limit", default)
+        return None if limit is None else float(limit)
 
     @classmethod
     def _check_ordering_key(cls, known: str) -> str | None:

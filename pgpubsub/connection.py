@@ -173,20 +173,33 @@ def close_django_connections() -> None:
             close_pool()
 
 
+def backend_pid(wrapper: Any) -> int | None:
+    """The server process of Django connection ``wrapper`` (a ``connections[alias]`` of some
+    thread), read from the driver without a query; None when it is not connected."""
+    raw = getattr(wrapper, "connection", None)
+    if raw is None:
+        return None
+    info = getattr(raw, "info", None)  # psycopg 3
+    pid = info.backend_pid if info is not None else raw.get_backend_pid()
+    return int(pid) if pid else None
+
+
 def driver_module(using: str) -> Any:
     """The DB-API module (psycopg2 or psycopg) Django uses for database ``using``."""
     return getattr(connections[using], "Database")  # noqa: B009 (absent from the stubs)
 
 
-def open_listen_connection(using: str) -> ListenConnection:
+def open_listen_connection(using: str, application_name: str | None = None) -> ListenConnection:
     """Open a new autocommit connection to database ``using``, never a pooled one.
 
     Besides LISTEN, the worker writes its in-flight records (:mod:`pgpubsub.inflight`) on it.
+    ``application_name`` (default ``pgpubsub worker <pid>``) names it in ``pg_stat_activity``.
     """
     params = dict(connections[using].get_connection_params())
     params.pop("pool", None)
-    # Lets `manage.py pgpubsub status` count the workers connected to the database.
-    params["application_name"] = f"{WORKER_APPLICATION_NAME} {os.getpid()}"
+    # Lets `manage.py pgpubsub status` count the workers connected to the database, and
+    # claimants tell a worker that lost its batch's connection from one that died.
+    params["application_name"] = application_name or f"{WORKER_APPLICATION_NAME} {os.getpid()}"
     driver = driver_module(using)
     raw = driver.connect(**params)
     if driver.__name__ == "psycopg":

@@ -57,6 +57,14 @@ class WorkerDied(PgPubSubError):
     """
 
 
+class TimeLimitExceeded(WorkerDied):
+    """A stored message's callbacks ran past its time limit, so their worker was replaced.
+
+    Sent as the ``error`` of ``notification_failed``; the message was charged one attempt.
+    See ``PGPUBSUB_MESSAGE_TIME_LIMIT`` and a channel's ``message_time_limit``.
+    """
+
+
 class SettingsError(PgPubSubError, ImproperlyConfigured):
     """A ``PGPUBSUB_*`` setting has the wrong type or a value outside its range."""
 

@@ -11,13 +11,27 @@ another worker could claim has outlived its batch, hence its worker:
 - the claimant runs that batch's messages one by one, noting which one is running;
 - the message a record names as running is charged one attempt, as if its callback had
   raised: retried after the usual delay, marked failed after ``PGPUBSUB_MAX_ATTEMPTS``.
+
+A record also outlives its batch when the worker is alive but its batch's connection was cut
+(``pg_terminate_backend``, a network failure): PostgreSQL rolled the batch back, nothing of it
+took effect, and the message that was running is not to blame. Such a worker is still
+connected through the connection that wrote the record (or has reconnected with it), under an
+``application_name`` unique to the process (:class:`WorkerName`): its record is left alone and
+the message is not charged. A worker that is no longer connected at all either died or lost
+every connection at once; its running message is charged, with an error that says both.
+
+A worker that stops itself mid-batch on purpose (its message ran past its time limit,
+:mod:`pgpubsub.timelimit`) first writes why into its record (:meth:`Journal.stopped`): the
+message is charged with that reason, whether or not the worker looks connected yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from django.db import connections
@@ -31,6 +45,37 @@ class AutocommitConnection(Protocol):
     def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
 
 
+#: Separates the worker's label from why the worker stopped itself, in the ``worker`` column
+#: of a record (which holds both: a column of its own would need a migration).
+_STOPPED = "\nStopped: "
+
+
+@dataclass(frozen=True)
+class WorkerName:
+    """How a worker process is named in its in-flight records and on its own connection.
+
+    ``connection`` (the ``application_name`` of the connection that writes the records) is
+    unique to the process, thanks to a random part: a claimant finds out from
+    ``pg_stat_activity`` whether the worker of a record is still connected. ``label`` starts
+    with it and adds what people want to read (the host, the start time).
+    """
+
+    connection: str
+    label: str
+
+    @classmethod
+    def for_this_process(cls, prefix: str) -> WorkerName:
+        """A new name for this process (call it once per process)."""
+        connection = f"{prefix} {os.getpid()} {os.urandom(3).hex()}"
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cls(connection, f"{connection} on {socket.gethostname()}, started {started}")
+
+    @staticmethod
+    def connection_of(label: str) -> str:
+        """The connection name a record's label starts with."""
+        return label.split(" on ", 1)[0]
+
+
 @dataclass(frozen=True)
 class LeftBehind:
     """The record of a batch whose worker ended before the batch did."""
@@ -41,6 +86,15 @@ class LeftBehind:
     running_id: int | None
     worker: str
     started_at: datetime
+    #: Why the worker stopped itself in the middle of the batch (None: it did not say).
+    stopped_because: str | None = None
+
+    @classmethod
+    def from_row(
+        cls, pk: int, ids: Sequence[int], running_id: int | None, worker: str, started: datetime
+    ) -> LeftBehind:
+        label, _, reason = worker.partition(_STOPPED)
+        return cls(pk, tuple(ids), running_id, label, started, reason or None)
 
 
 #: Makes the statement's own transaction commit asynchronously (``SET LOCAL``, in one
@@ -133,6 +187,19 @@ class Journal:
         """Delete a record whose batch was rolled back (its messages were not run)."""
         self._execute(f"DELETE FROM {self._table} USING {_ASYNC_COMMIT} WHERE id = %s", [record_id])
 
+    def stopped(self, record_id: int, notification_id: int, reason: str) -> None:
+        """Note, before this worker ends itself mid-batch, which message was running and why
+        the worker stops (committed at once: the worker exits right after)."""
+        self._execute(
+            f"UPDATE {self._table} SET running_id = %s, worker = worker || %s WHERE id = %s",
+            [notification_id, _STOPPED + reason, record_id],
+        )
+
+    def end_session(self, backend_pid: int) -> None:
+        """End the database session of this worker's batch (``backend_pid``), so that a query
+        still running in it does not hold the batch's locks after the worker exits."""
+        self._execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+
     def discard_own(self) -> int:
         """Delete this worker's records; return how many there were.
 
@@ -162,10 +229,22 @@ def left_behind(
             [list(notification_ids), own_record],
         )
         rows = cursor.fetchall()
-    return [
-        LeftBehind(pk, tuple(ids), running_id, worker, started_at)
-        for pk, ids, running_id, worker, started_at in rows
-    ]
+    return [LeftBehind.from_row(*row) for row in rows]
+
+
+def connected(workers: Iterable[str], *, using: str) -> set[str]:
+    """The labels among ``workers`` whose worker process has a connection to the database
+    open under its name (:class:`WorkerName`): it is alive, whatever happened to its batch."""
+    by_connection = {WorkerName.connection_of(label): label for label in workers}
+    if not by_connection:
+        return set()
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            "WHERE application_name = ANY(%s)",
+            [list(by_connection)],
+        )
+        return {by_connection[name] for (name,) in cursor.fetchall()}
 
 
 def prune(*, using: str) -> int:

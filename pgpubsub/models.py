@@ -113,7 +113,7 @@ class Notification(models.Model):
     ordering_key = models.TextField(null=True, blank=True)
     #: When its callbacks ran, for a message kept by ``PGPUBSUB_KEEP_HANDLED``.
     handled_at = models.DateTimeField(null=True, blank=True)
-    #: The worker that handled it (``pgpubsub worker <pid> on <host>, started <time>``).
+    #: The worker that handled it (``pgpubsub worker <pid> <random> on <host>, started <time>``).
     handled_by = models.TextField(null=True, blank=True)
     #: For a copy queued by ``manage.py pgpubsub replay``: the id of the original message.
     replay_of = models.BigIntegerField(null=True, blank=True)
@@ -225,7 +225,9 @@ class InFlightBatch(models.Model):
     notification_ids = BigIntegerArrayField()
     #: The notification whose callbacks were running (batches run message by message).
     running_id = models.BigIntegerField(null=True, blank=True)
-    #: ``pgpubsub worker <pid> on <host>, started <UTC time>``: unique per worker process.
+    #: ``pgpubsub worker <pid> <random> on <host>, started <UTC time>``: unique per worker
+    #: process (:class:`pgpubsub.inflight.WorkerName`); then why it stopped itself mid-batch,
+    #: when it did (a time limit).
     worker = models.TextField()
     started_at = models.DateTimeField(default=timezone.now)
 

@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 from pgpubsub import codec, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.conf import PgPubSubSettings
-from pgpubsub.registry import ChannelRegistry
+from pgpubsub.registry import ChannelRegistry, Listener
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,12 @@ class Dispatcher:
     def __init__(self, registry: ChannelRegistry, settings: PgPubSubSettings) -> None:
         self._registry = registry
         self._pass_context = settings.pass_context_to_listeners
+        #: The callback running now (read by the time limit's watchdog thread).
+        self.running: Listener | None = None
 
     def deliver(self, channel: type[BaseChannel], payload: dict[str, Any]) -> int:
         """Run every callback of ``channel`` that accepts ``payload``; return how many ran."""
+        self.running = None
         kwargs = channel.callback_kwargs(payload)
         # Only trigger payloads carry a context (django-pgpubsub 1.3 passed it to them only).
         if self._pass_context and channel.is_trigger_channel():
@@ -66,6 +69,7 @@ class Dispatcher:
         ran = 0
         for listener in self._registry.listeners_for(channel):
             if listener.accepts(payload):
+                self.running = listener
                 if listener.is_async:
                     # Runs the coroutine in a fresh event loop and the code it hands to
                     # sync_to_async (Django's async ORM methods) back on this thread: on this
@@ -74,7 +78,13 @@ class Dispatcher:
                 else:
                     listener.callback(**kwargs)
                 ran += 1
+        self.running = None
         return ran
+
+    def running_label(self) -> str | None:
+        """The dotted path of the callback running now, if one is."""
+        listener = self.running
+        return None if listener is None else listener.label
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from pgpubsub import current, inflight, queue, signals
 from pgpubsub.channel import BaseChannel
 from pgpubsub.clock import SYSTEM_CLOCK, Clock
 from pgpubsub.conf import PgPubSubSettings, get_settings
-from pgpubsub.exceptions import WorkerDied
+from pgpubsub.exceptions import TimeLimitExceeded, WorkerDied
 from pgpubsub.processing import (
     Dispatcher,
     Outcome,
@@ -48,6 +48,7 @@ from pgpubsub.processing import (
     report_outcomes,
 )
 from pgpubsub.registry import ChannelRegistry, registry
+from pgpubsub.timelimit import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -185,19 +186,32 @@ class _FailedAttempts:
     def charge_crash(
         self, channel: type[BaseChannel], message: queue.StoredMessage, record: inflight.LeftBehind
     ) -> Outcome:
-        """Count the attempt of a message whose callbacks were running when its worker died."""
-        error = WorkerDied(
-            f"The worker process running this message ended before it finished ({record.worker},"
-            f" batch started {record.started_at.isoformat(timespec='seconds')}): it was killed"
-            " (for example by the out-of-memory killer or kill -9), crashed in native code, or"
-            " was stopped without waiting."
-        )
+        """Count the attempt of a message whose callbacks were running when its worker ended
+        (or stopped itself, saying why) before its batch did."""
+        batch = f"{record.worker}, batch started {record.started_at.isoformat(timespec='seconds')}"
+        error: WorkerDied
+        if record.stopped_because is not None:
+            error = TimeLimitExceeded(
+                f"This message {record.stopped_because}: its worker process ({batch}) was "
+                "stopped and replaced. Raise PGPUBSUB_MESSAGE_TIME_LIMIT or the channel's "
+                "message_time_limit if the callback needs longer."
+            )
+            what_happened = record.stopped_because
+        else:
+            error = WorkerDied(
+                f"The worker process running this message ended before it finished ({batch}), "
+                "or lost every database connection at once: it has none open. It was killed "
+                "(for example by the out-of-memory killer or kill -9), crashed in native code, "
+                "or was stopped without waiting; or its connections were all cut "
+                "(pg_terminate_backend, a network failure, a restart of the server)."
+            )
+            what_happened = "was running when its worker process ended or lost its connections"
         return self.record(
             channel,
             message,
             Outcome.of_stored(message, time.perf_counter(), error),
             str(error),
-            "was running when its worker process ended",
+            what_happened,
         )
 
     def record(
@@ -247,6 +261,8 @@ class StoredProcessor:
             :class:`~pgpubsub.inflight.Journal`; none in-process).
         should_stop: asked before each message; True leaves the rest of the batch stored.
         clock: times the isolation period and the retries.
+        watchdog: ends the worker when a message runs past its time limit
+            (:mod:`pgpubsub.timelimit`); None: no time limit is enforced.
         worker: names the process in the ``handled_by`` of messages kept handled
             (``PGPUBSUB_KEEP_HANDLED``): a worker passes the label of its in-flight records.
     """
@@ -260,11 +276,14 @@ class StoredProcessor:
         journal: inflight.BatchJournal | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         clock: Clock = SYSTEM_CLOCK,
+        watchdog: Watchdog | None = None,
         worker: str | None = None,
     ) -> None:
         self.using = using
         self.worker = worker or _in_process_label()
         self.settings = settings or get_settings()
+        self.watchdog = watchdog
+        self._time_limits: dict[type[BaseChannel], float | None] = {}
         self.dispatcher = Dispatcher(channel_registry or registry, self.settings)
         self.extra_filter = listener_filter(self.settings)
         self.journal = journal or inflight.NullJournal()
@@ -334,7 +353,7 @@ class StoredProcessor:
                     if self.should_stop():
                         break  # the rest stay stored and are unlocked at commit
                     started = time.perf_counter() if batch.outcomes is not None else 0.0
-                    if not self._deliver(channel, message):
+                    if not self._deliver(channel, message, batch.record):
                         batch.rolled_back = RolledBack("a callback raised")
                         return batch.rolled_back
                     batch.handled.append(message.id)
@@ -358,7 +377,7 @@ class StoredProcessor:
                 # (A record of a one-message batch names its message from the start.)
                 if batch.record is not None and len(batch.messages) > 1:
                     self.journal.running(batch.record, message.id)
-                outcome = self._process_one(channel, message)
+                outcome = self._process_one(channel, message, batch.record)
                 batch.note(outcome)
                 if outcome.error is None:
                     batch.handled.append(message.id)
@@ -453,9 +472,26 @@ class StoredProcessor:
                 ", ".join(sorted({record.worker for record in records})),
                 extra={"action": "left_behind", "channel": channel.name()},
             )
+        # A worker still connected lost only its batch's connection: the batch was rolled
+        # back, its running message is not to blame and is not charged (see pgpubsub.inflight).
+        alive = inflight.connected(
+            [r.worker for r in records if r.running_id in claimed and r.stopped_because is None],
+            using=self.using,
+        )
         for record in records:
             if record.running_id is not None and record.running_id not in claimed:
                 continue  # its running message is locked elsewhere: that claimant settles it
+            if record.worker in alive:
+                # Its worker deletes the record when it notices; its messages run here.
+                logger.warning(
+                    "Worker %s lost its database connection in the middle of a batch of "
+                    "channel %s: the batch was rolled back, and its messages run again here "
+                    "without being charged an attempt",
+                    record.worker,
+                    channel.name(),
+                    extra={"action": "connection_lost", "channel": channel.name()},
+                )
+                continue
             batch.settled.append(record.id)
             crashed = claimed.pop(record.running_id, None) if record.running_id else None
             if crashed is not None:
@@ -465,29 +501,49 @@ class StoredProcessor:
                 held.note(crashed, outcome)
         return [message for message in batch.messages if message.id in claimed]
 
-    def _deliver(self, channel: type[BaseChannel], message: queue.StoredMessage) -> bool:
+    def _deliver(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: int | None
+    ) -> bool:
         """Run an optimistic batch's message; False when it raised (it is redone isolated,
         where its failure is recorded)."""
         try:
-            self._run_callbacks(channel, message)
+            self._run_callbacks(channel, message, record)
         except BaseException:  # see _process_one
             return False
         return True
 
-    def _run_callbacks(self, channel: type[BaseChannel], message: queue.StoredMessage) -> None:
+    def _run_callbacks(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: int | None
+    ) -> None:
         """Decode ``message`` and run its callbacks, with :func:`pgpubsub.current_message`
-        telling them which message they handle."""
+        telling them which message they handle, under the watchdog of its time limit
+        (``record``: its batch's in-flight record)."""
+        limit = self._time_limit(channel)
+        if limit is not None and self.watchdog is not None:
+            self.watchdog.arm(message.id, limit, channel.name(), record)
         token = current.running.set((channel, message, self.using))
         try:
             self.dispatcher.deliver(channel, decode_payload(channel, message.payload_text))
         finally:
             current.running.reset(token)
+            if limit is not None and self.watchdog is not None:
+                self.watchdog.disarm()
 
-    def _process_one(self, channel: type[BaseChannel], message: queue.StoredMessage) -> Outcome:
+    def _time_limit(self, channel: type[BaseChannel]) -> float | None:
+        try:
+            return self._time_limits[channel]
+        except KeyError:
+            limit = channel.time_limit(self.settings.message_time_limit)
+            self._time_limits[channel] = limit
+            return limit
+
+    def _process_one(
+        self, channel: type[BaseChannel], message: queue.StoredMessage, record: int | None
+    ) -> Outcome:
         started = time.perf_counter()
         try:
             with transaction.atomic(using=self.using):
-                self._run_callbacks(channel, message)
+                self._run_callbacks(channel, message, record)
                 # Deferred constraints (Django's foreign keys) would otherwise be checked at
                 # the batch's COMMIT and fail every message of it: check them in this savepoint.
                 connections[self.using].check_constraints()

@@ -28,6 +28,7 @@ from pgpubsub.shutdown import (
     block_signals,
     restore_signals,
 )
+from pgpubsub.timelimit import EXIT_TIME_LIMIT, signal_self_if_orphaned, stop_with_parent
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
     # Inherited from the supervisor (fork) or its mask (spawn): a worker does not restart.
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    # A supervisor killed with SIGKILL cannot stop its workers: the kernel asks them to stop
+    # (held until the worker's handler is installed), even one busy with a message.
+    if stop_with_parent(STOP_AFTER_MESSAGE):
+        parent = multiprocessing.parent_process()
+        signal_self_if_orphaned(parent.pid if parent is not None else None, STOP_AFTER_MESSAGE)
     configure_logging(log)
     import django
     from django.apps import apps
@@ -67,6 +73,8 @@ def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
 
 def _exit_reason(code: int) -> str:
     """How a worker process ended, in words (a negative exit code is a signal's number)."""
+    if code == EXIT_TIME_LIMIT:
+        return f"exited with code {code}: a message ran past its time limit"
     if code >= 0:
         return f"exited with code {code}"
     try:
@@ -219,6 +227,17 @@ class Supervisor:
                 continue
             if code == 0:
                 self._replace(slot, process.pid)
+                continue
+            if code == EXIT_TIME_LIMIT and self.restart_on_failure:
+                # It ran for the limit, and its successor is not to be delayed by a backoff.
+                logger.error(
+                    "Worker %s (pid %s) %s; starting its replacement",
+                    slot.number,
+                    process.pid,
+                    _exit_reason(code),
+                    extra={"action": "worker_replaced", "exit_code": code},
+                )
+                slot.backoff, slot.restart_at = _BACKOFF_START, time.monotonic()
                 continue
             reason = _exit_reason(code)
             if not self.restart_on_failure:

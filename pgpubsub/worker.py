@@ -11,11 +11,9 @@ keeps a connection open (reconnecting with backoff), the processors run messages
 
 from __future__ import annotations
 
-import datetime
 import logging
 import multiprocessing
 import os
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +30,7 @@ from pgpubsub.connection import (
     ListenSession,
     Message,
     PollingOnly,
+    backend_pid,
     connection_errors,
     open_listen_connection,
 )
@@ -45,6 +44,7 @@ from pgpubsub.registry import ChannelRegistry, registry
 from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
 from pgpubsub.tasks.work import NoTaskWork, task_work
+from pgpubsub.timelimit import EXIT_TIME_LIMIT, Overdue, Watchdog, exit_for_time_limit
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class Worker:
         connect: opens the worker's own connection (see :func:`create_worker`).
         clock: the time it reads and waits on (a fake one in unit tests).
         housekeeping: prunes on the side (``NoHousekeeping()`` in unit tests).
+        name: how the worker names itself in its records and on its connection (the one
+            ``connect`` gives its connections; default: a new one).
         tasks: the tasks of Django's tasks framework it runs (:mod:`pgpubsub.tasks.work`).
 
     Raises:
@@ -87,6 +89,7 @@ class Worker:
         *,
         clock: Clock = SYSTEM_CLOCK,
         housekeeping: Housekeeping | NoHousekeeping | None = None,
+        name: inflight.WorkerName | None = None,
         tasks: NoTaskWork | None = None,
     ) -> None:
         self.options = options
@@ -102,8 +105,11 @@ class Worker:
         self.total = BatchResult()
         self._registry = channel_registry
         self._wakeup = Wakeup()
-        label = _worker_label()
-        self._journal = inflight.Journal(label, using=options.using)
+        self.name = name or inflight.WorkerName.for_this_process(WORKER_APPLICATION_NAME)
+        self._journal = inflight.Journal(self.name.label, using=options.using)
+        # This thread's Django connection: the watchdog ends its session from its own thread.
+        self._db = connections[options.using]
+        self._watchdog = self._time_limit_watchdog()
         self._stored = StoredProcessor(
             using=options.using,
             settings=settings,
@@ -111,7 +117,8 @@ class Worker:
             journal=self._journal,
             should_stop=lambda: self.stopping,
             clock=clock,
-            worker=label,
+            watchdog=self._watchdog,
+            worker=self.name.label,
         )
         self._fanout = FanoutProcessor(channel_registry, settings, options.using)
         self._housekeeping = housekeeping or Housekeeping(settings, options.using, clock)
@@ -148,6 +155,8 @@ class Worker:
         )
         if self.options.metrics_port is not None and not _serve_metrics(self.options):
             return 1
+        if self._watchdog is not None:
+            self._watchdog.start()
         try:
             self._session.run(self._serve)
         except DatabaseUnavailable:
@@ -155,6 +164,8 @@ class Worker:
         finally:
             self._shutdown.cancel()
             self._wakeup.close()
+            if self._watchdog is not None:
+                self._watchdog.stop()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),
@@ -170,6 +181,8 @@ class Worker:
         self._wakeup.ring()
 
     def _stop_gracefully(self, signal_name: str) -> None:
+        if self._stop_if_orphaned():  # the kernel's signal (see supervisor.run_worker_process)
+            return
         logger.info(
             "%s received: finishing the current message, then stopping (%s)",
             signal_name,
@@ -188,6 +201,47 @@ class Worker:
             extra={"action": "killed"},
         )
         os._exit(1)
+
+    # --- time limit ------------------------------------------------------------------
+
+    def _time_limit_watchdog(self) -> Watchdog | None:
+        """A watchdog if a selected channel has a time limit (no thread otherwise)."""
+        default = self.settings.message_time_limit
+        if all(channel.time_limit(default) is None for channel in self.lockable):
+            return None
+        supervised = multiprocessing.parent_process() is not None
+        return Watchdog(
+            self._time_limit_exceeded,
+            running_callback=lambda: self._stored.dispatcher.running_label(),
+            # Where the kernel does not signal a worker whose supervisor died (not Linux).
+            on_orphaned=(lambda: os.kill(os.getpid(), STOP_AFTER_MESSAGE)) if supervised else None,
+        )
+
+    def _time_limit_exceeded(self, overdue: Overdue) -> None:
+        """On the watchdog's thread: leave why in the batch's record, end the batch's session
+        and exit; the next worker that claims the message charges it an attempt."""
+        logger.error(
+            "Notification %s of channel %s %s: stopping this worker (exit code %s); the "
+            "message will be charged a failed attempt and the rest of its batch run again",
+            overdue.notification_id,
+            overdue.channel,
+            overdue.reason(),
+            EXIT_TIME_LIMIT,
+            extra={
+                "action": "time_limit",
+                "channel": overdue.channel,
+                "notification_id": overdue.notification_id,
+            },
+        )
+        try:
+            if overdue.record_id is not None:
+                self._journal.stopped(overdue.record_id, overdue.notification_id, overdue.reason())
+            session = backend_pid(self._db)
+            if session is not None:
+                self._journal.end_session(session)
+        except Exception:  # the connection is gone too: the claimant charges it anyway
+            logger.warning("Could not record the time limit in the database", exc_info=True)
+        exit_for_time_limit()
 
     # --- one connection --------------------------------------------------------------
 
@@ -260,13 +314,17 @@ class Worker:
             fds.append(parent.sentinel)
         return fds
 
-    def _stop_if_orphaned(self) -> None:
+    def _stop_if_orphaned(self) -> bool:
+        """Stop after the current message if the supervisor is gone; return whether it is."""
         parent = multiprocessing.parent_process()
-        if parent is not None and not parent.is_alive() and not self.stopping:
+        if parent is None or parent.is_alive():
+            return False
+        if not self.stopping:
             logger.warning(
                 "The supervising process is gone: stopping", extra={"action": "orphaned"}
             )
-            self.stopping = True
+            self.request_stop()
+        return True
 
     # --- messages --------------------------------------------------------------------
 
@@ -338,33 +396,30 @@ class Worker:
 def create_worker(options: WorkerOptions, settings: PgPubSubSettings | None = None) -> Worker:
     """A worker for ``options`` with the real collaborators: the project's registry, a new
     connection to ``options.using`` (one that never LISTENs with ``poll_only``), the clock."""
+    name = inflight.WorkerName.for_this_process(WORKER_APPLICATION_NAME)
     settings = settings or get_settings()
     tasks = (
         task_work(
             using=options.using,
             queues=options.task_queues,
             settings=settings,
-            worker_id=_worker_label(),
+            worker_id=name.label,
         )
         if options.run_tasks
         else None
     )
-    return Worker(options, settings, registry, connection_factory(options), tasks=tasks)
+    connect = connection_factory(options, name.connection)
+    return Worker(options, settings, registry, connect, name=name, tasks=tasks)
 
 
-def connection_factory(options: WorkerOptions) -> ConnectionFactory:
-    """How a worker with ``options`` opens its connection."""
+def connection_factory(
+    options: WorkerOptions, application_name: str | None = None
+) -> ConnectionFactory:
+    """How a worker with ``options`` opens its connection (named ``application_name``)."""
     if options.poll_only:
         # No LISTEN, but a connection of its own for the in-flight records.
-        return lambda: PollingOnly(open_listen_connection(options.using))
-    return lambda: open_listen_connection(options.using)
-
-
-def _worker_label() -> str:
-    """Names this worker process in its in-flight records and in the messages it keeps handled
-    (``PGPUBSUB_KEEP_HANDLED``): unique across restarts."""
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return f"{WORKER_APPLICATION_NAME} {os.getpid()} on {socket.gethostname()}, started {started}"
+        return lambda: PollingOnly(open_listen_connection(options.using, application_name))
+    return lambda: open_listen_connection(options.using, application_name)
 
 
 def _exit_now(signal_name: str) -> None:

@@ -98,6 +98,11 @@ PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_RETRY_BACKOFF", "0.2"))
 PGPUBSUB_SHUTDOWN_TIMEOUT = float(os.environ.get("PGPUBSUB_SHUTDOWN_TIMEOUT", "10"))
 PGPUBSUB_RECONNECT_TIMEOUT = float(os.environ.get("PGPUBSUB_RECONNECT_TIMEOUT", "120"))
 PGPUBSUB_PROGRESS_INTERVAL = float(os.environ.get("PGPUBSUB_PROGRESS_INTERVAL", "5.0"))
+PGPUBSUB_MESSAGE_TIME_LIMIT = (
+    float(os.environ["PGPUBSUB_MESSAGE_TIME_LIMIT"])
+    if os.environ.get("PGPUBSUB_MESSAGE_TIME_LIMIT")
+    else None
+)
 # Seconds; unset (the default, None): handled messages are deleted.
 if os.environ.get("PGPUBSUB_KEEP_HANDLED"):
     PGPUBSUB_KEEP_HANDLED = datetime.timedelta(seconds=float(os.environ["PGPUBSUB_KEEP_HANDLED"]))

@@ -48,3 +48,45 @@ def test_worker_reconnects_after_its_backends_are_terminated(listen: StartListen
     assert "Reconnected after" in output
     assert process.worker_pids() == {0: worker}  # the same worker, not a restarted one
     assert new_backends and not set(new_backends) & set(old_backends)
+
+
+def _backend_in_transaction(client_pid: int) -> int | None:
+    """The backend of process ``client_pid`` that is idle in a transaction (a batch's)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) "
+            "AND state = 'idle in transaction'",
+            [backend_pids(client_pid)],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_whose_worker_lost_its_batch_connection_is_not_charged_an_attempt(
+    listen: StartListen,
+) -> None:
+    """The batch's connection of one worker is cut while a callback runs: PostgreSQL rolls
+    the batch back, and the other worker takes the message over. The message did nothing
+    wrong: it is handled once, with no attempt counted and no error."""
+    process = listen("--processes", "2", "--channels", "testapp.channels.Task")
+    workers = process.wait_for_workers(2)
+    # Long enough that the other worker takes the message over before this callback ends.
+    pgpubsub.notify(Task, key="healthy", sleep=3.0)
+    busy = wait_for(
+        lambda: next((pid for pid in workers if _backend_in_transaction(pid)), None),
+        message="a worker running the message",
+    )
+    backend = _backend_in_transaction(busy)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+    wait_for(lambda: task_keys() == ["healthy"], message="the message handled")
+    output = process.output()
+    process.stop()
+
+    assert task_keys() == ["healthy"]
+    assert not Notification.objects.filter(attempts__gt=0).exists()
+    assert not Notification.objects.exclude(last_error="").exists()
+    assert "lost its database connection in the middle of a batch" in output
+    assert "will retry" not in output and "was running when its worker" not in output

@@ -46,8 +46,8 @@ def listen_backends(worker: int) -> list[int]:
     """The backends of process ``worker`` opened as its LISTEN connection (named after it)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s",
-            [backend_pids(worker), f"{WORKER_APPLICATION_NAME} {worker}"],
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name LIKE %s",
+            [backend_pids(worker), f"{WORKER_APPLICATION_NAME} {worker} %"],
         )
         return [pid for (pid,) in cursor.fetchall()]
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 import pgpubsub
 from pgpubsub import Channel, inflight
 from pgpubsub.connection import open_listen_connection
-from pgpubsub.exceptions import WorkerDied
+from pgpubsub.exceptions import TimeLimitExceeded, WorkerDied
 from pgpubsub.models import InFlightBatch, Notification
 from pgpubsub.signals import notification_failed
 from pgpubsub.stored import StoredProcessor
@@ -193,6 +193,64 @@ def test_the_message_a_dead_worker_was_running_is_charged_and_the_rest_is_handle
     assert charged.available_at >= before + datetime.timedelta(seconds=29)
     assert "worker process running this message ended before it finished" in charged.last_error
     assert DEAD_WORKER in charged.last_error
+    assert not InFlightBatch.objects.exists()
+
+
+def test_a_worker_still_connected_lost_only_its_batch_and_its_message_is_not_charged(
+    journal: inflight.Journal,
+) -> None:
+    """Its batch's connection was cut (the batch rolled back); the worker lives on."""
+    name = inflight.WorkerName.for_this_process("pgpubsub worker")
+    alive = open_listen_connection("default", name.connection)
+    try:
+        first, running = send(Task, "first", "running")
+        InFlightBatch.objects.create(
+            notification_ids=[first, running], running_id=running, worker=name.label
+        )
+
+        result = processor_with(journal).process_batch(Task)
+    finally:
+        alive.close()
+
+    assert (result.processed, result.failed) == (2, 0)
+    assert handled_keys() == ["first", "running"]
+    # Left for its worker to delete when it notices (pruned otherwise).
+    assert InFlightBatch.objects.filter(worker=name.label).exists()
+
+
+def test_a_worker_that_stopped_itself_says_why_in_the_error_of_its_running_message(
+    journal: inflight.Journal,
+) -> None:
+    name = inflight.WorkerName.for_this_process("pgpubsub worker")
+    # Its connection is not gone yet: the message is charged all the same.
+    alive = open_listen_connection("default", name.connection)
+    failures: list[BaseException] = []
+
+    def receiver(sender: object, error: BaseException, **kwargs: object) -> None:
+        failures.append(error)
+
+    notification_failed.connect(receiver)
+    try:
+        writer = inflight.Journal(name.label, "default")
+        writer.attach(alive)
+        running, last = send(Task, "hangs", "last")
+        record = InFlightBatch.objects.create(notification_ids=[running, last], worker=name.label)
+        writer.stopped(record.pk, running, "exceeded its time limit of 1 s in shop.listeners.x")
+
+        result = processor_with(journal).process_batch(Task)
+    finally:
+        notification_failed.disconnect(receiver)
+        alive.close()
+
+    assert (result.processed, result.failed) == (1, 1)
+    assert handled_keys() == ["last"]
+    charged = Notification.objects.get()
+    assert charged.pk == running and charged.attempts == 1
+    assert charged.last_error.startswith(
+        "This message exceeded its time limit of 1 s in shop.listeners.x: its worker process "
+        f"({name.label}, batch started"
+    )
+    assert [type(error) for error in failures] == [TimeLimitExceeded]
     assert not InFlightBatch.objects.exists()
 
 

@@ -48,6 +48,7 @@ def test_every_setting_has_its_documented_default_when_unset() -> None:
             reconnect_timeout=600.0,
             broadcast_retention=3600.0,
             progress_interval=5.0,
+            message_time_limit=None,
             keep_handled=None,
         )
 
@@ -124,6 +125,7 @@ WRONG_VALUES = {
     "PGPUBSUB_RECONNECT_TIMEOUT": ("600", 0),
     "PGPUBSUB_BROADCAST_RETENTION": (None, -3600),
     "PGPUBSUB_PROGRESS_INTERVAL": ("5", -0.5),
+    "PGPUBSUB_MESSAGE_TIME_LIMIT": ("30", 0),
     "PGPUBSUB_KEEP_HANDLED": ("7 days", timedelta(0)),
 }
 
