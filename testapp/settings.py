@@ -94,6 +94,7 @@ if os.environ.get("DATABASE_POOL") == "1":
 # Short intervals so the example (and the tests) react quickly; the defaults suit production.
 PGPUBSUB_POLL_INTERVAL = float(os.environ.get("PGPUBSUB_POLL_INTERVAL", "1.0"))
 PGPUBSUB_MAX_ATTEMPTS = int(os.environ.get("PGPUBSUB_MAX_ATTEMPTS", "3"))
+PGPUBSUB_BATCH_SIZE = int(os.environ.get("PGPUBSUB_BATCH_SIZE", "100"))
 PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_RETRY_BACKOFF", "0.2"))
 PGPUBSUB_SHUTDOWN_TIMEOUT = float(os.environ.get("PGPUBSUB_SHUTDOWN_TIMEOUT", "10"))
 PGPUBSUB_RECONNECT_TIMEOUT = float(os.environ.get("PGPUBSUB_RECONNECT_TIMEOUT", "120"))
