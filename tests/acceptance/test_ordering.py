@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from django.db import transaction
 
 import pgpubsub
 from pgpubsub.models import Notification
@@ -86,3 +87,29 @@ def test_after_a_dead_letter_the_later_messages_of_its_key_go_on(listen: StartLi
     first_after = ListenerEvent.objects.filter(listener="ordered").order_by("id").first()
     assert first_after is not None
     assert dead.failed_at is not None and first_after.created_at >= dead.failed_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_with_a_backlog_and_a_retry_in_it_is_handled_in_order_by_two_workers(
+    listen: StartListen,
+) -> None:
+    process = listen("--processes", "2", "--channels", ORDERED)
+    process.wait_for_workers(2)
+    durations = random.Random(16)
+
+    # One transaction: the workers find a backlog of the key, taken a batch at a time.
+    with transaction.atomic():
+        for seq in range(240):
+            pgpubsub.notify(
+                OrderedTask,
+                key="busy" if seq % 8 else f"other{seq}",
+                seq=seq,
+                sleep=durations.choice([0, 0, 0.002]),
+                fail_attempts=1 if seq == 101 else 0,
+            )
+
+    wait_for(lambda: handled_count() >= 240, timeout=60, message="240 ordered tasks")
+    process.stop()
+    found = sequences()
+    assert found.pop("busy") == [seq for seq in range(240) if seq % 8]
+    assert found == {f"other{seq}": [seq] for seq in range(0, 240, 8)}
