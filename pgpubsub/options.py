@@ -42,6 +42,10 @@ class WorkerOptions:
     run_tasks: bool = True
     #: Their queues (names, or ``alias:name``); None: every queue of those backends.
     task_queues: tuple[str, ...] | None = None
+    #: Retire (exit 0, to be replaced) after this many messages (:mod:`pgpubsub.recycling`).
+    max_messages: int | None = None
+    #: Retire once the process's resident memory reaches this many MB.
+    max_memory: int | None = None
 
     def for_worker(self, number: int) -> WorkerOptions:
         """The options of supervised worker ``number``: its own metrics port, port + number."""

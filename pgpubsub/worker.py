@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.db import close_old_connections, connections
 
@@ -40,6 +40,7 @@ from pgpubsub.functions import DELAYED_DOORBELL
 from pgpubsub.housekeeping import Housekeeping, NoHousekeeping
 from pgpubsub.options import WorkerOptions, select_channels
 from pgpubsub.progress import RecoveryProgress, TrafficSummary
+from pgpubsub.recycling import Recycling
 from pgpubsub.registry import ChannelRegistry, registry
 from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
@@ -122,6 +123,7 @@ class Worker:
         )
         self._fanout = FanoutProcessor(channel_registry, settings, options.using)
         self._housekeeping = housekeeping or Housekeeping(settings, options.using, clock)
+        self._recycling = Recycling(options.max_messages, options.max_memory)
         self._summary = TrafficSummary(settings.progress_interval, self._oldest_waiting, clock)
         self._shutdown = ShutdownPolicy(
             graceful=self._stop_gracefully,
@@ -270,7 +272,7 @@ class Worker:
                 self._tasks.run_due()
             due = self._stored.schedule.due_retries()
             for channel in due:
-                self._record(self._stored.drain(channel))
+                self._drain(channel)
             self._stored.look_up_due(due)
             if self.clock.monotonic() >= next_poll:
                 connection.ping()
@@ -345,7 +347,7 @@ class Worker:
             elif not self.stopping:
                 self._count_fanout(self._fanout.deliver(channel, message.payload))
         for channel in woken:
-            self._record(self._stored.drain(channel))
+            self._drain(channel)
         self._stored.look_up_due(later)
 
     def _drain_all(self) -> None:
@@ -356,7 +358,7 @@ class Worker:
         for channel in self.lockable:
             if self.stopping:
                 return
-            self._record(self._stored.drain(channel))
+            self._drain(channel)
         self._stored.look_up_due(self.lockable)
         if not self.stopping:
             self._tasks.drain_all()
@@ -373,12 +375,26 @@ class Worker:
         )
         progress.start(len(names))
         for channel in self.lockable:
-            self._record(self._stored.drain(channel, on_batch=progress.advance_by))
+            self._drain(channel, on_batch=progress.advance_by)
         progress.finish()
+
+    def _drain(
+        self, channel: type[BaseChannel], on_batch: Callable[[BatchResult], None] | None = None
+    ) -> None:
+        """Process ``channel``'s due batches, counting each one as it commits (and retiring
+        after the one that reaches a recycling limit)."""
+
+        def after_batch(result: BatchResult) -> None:
+            self._record(result)
+            if on_batch is not None:
+                on_batch(result)
+
+        self._stored.drain(channel, on_batch=after_batch)
 
     def _record(self, result: BatchResult) -> None:
         self.total.add(result)
         self._summary.add(result.processed, result.failed, result.retried)
+        self._retire_if_due()
 
     def _count_fanout(self, delivered: bool) -> None:
         if delivered:
@@ -387,6 +403,22 @@ class Worker:
         else:
             self.total.failed += 1
             self._summary.failed += 1
+        self._retire_if_due()
+
+    def _retire_if_due(self) -> None:
+        """Stop (exit 0, to be replaced) once past ``--max-messages`` or ``--max-memory``."""
+        if not self._recycling.enabled or self.stopping:
+            return
+        reason = self._recycling.reason(self.total.processed + self.total.failed)
+        if reason is None:
+            return
+        logger.info(
+            "Worker %s retiring: %s; its supervisor starts a fresh process",
+            os.getpid(),
+            reason,
+            extra={"action": "retiring"},
+        )
+        self.request_stop()
 
     def _oldest_waiting(self) -> float | None:
         names = [c.listen_safe_name() for c in self.lockable]

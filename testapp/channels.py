@@ -74,6 +74,8 @@ class Task(Channel):
     crash: bool = False
     #: "SystemExit", "KeyboardInterrupt" or "BaseException": raise it (a callback's bug).
     raise_base: str = ""
+    #: Keep this many MB allocated for the life of the worker process (a leaking listener).
+    leak_mb: int = 0
     lock_notifications = True
 
 

@@ -96,8 +96,16 @@ def record_announcement(**fields: Any) -> None:
     )
 
 
+#: What leaking tasks keep (``Task.leak_mb``), for the life of the worker process.
+_leaked: list[bytes] = []
+
+
 @pgpubsub.listener(Task)
-def run_task(key: str, fail: bool, sleep: float, crash: bool, raise_base: str) -> None:
+def run_task(
+    key: str, fail: bool, sleep: float, crash: bool, raise_base: str, leak_mb: int = 0
+) -> None:
+    if leak_mb:
+        _leaked.append(b"x" * (leak_mb * 1024 * 1024))  # written, so resident
     if sleep:
         time.sleep(sleep)
     if fail:

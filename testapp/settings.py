@@ -11,6 +11,8 @@ import datetime
 import os
 from urllib.parse import unquote, urlsplit
 
+import django
+
 from testapp import embedded_db
 
 SECRET_KEY = "pgpubsub-example-not-secret"
@@ -94,6 +96,7 @@ if os.environ.get("DATABASE_POOL") == "1":
 # Short intervals so the example (and the tests) react quickly; the defaults suit production.
 PGPUBSUB_POLL_INTERVAL = float(os.environ.get("PGPUBSUB_POLL_INTERVAL", "1.0"))
 PGPUBSUB_MAX_ATTEMPTS = int(os.environ.get("PGPUBSUB_MAX_ATTEMPTS", "3"))
+PGPUBSUB_BATCH_SIZE = int(os.environ.get("PGPUBSUB_BATCH_SIZE", "100"))
 PGPUBSUB_RETRY_BACKOFF = float(os.environ.get("PGPUBSUB_RETRY_BACKOFF", "0.2"))
 PGPUBSUB_SHUTDOWN_TIMEOUT = float(os.environ.get("PGPUBSUB_SHUTDOWN_TIMEOUT", "10"))
 PGPUBSUB_RECONNECT_TIMEOUT = float(os.environ.get("PGPUBSUB_RECONNECT_TIMEOUT", "120"))
@@ -117,8 +120,13 @@ TASKS = {
     }
 }
 try:
-    import django.tasks  # noqa: F401
+    import django.tasks
 except ImportError:
     INSTALLED_APPS.append("django_tasks")
-# Mail sent by tasks (testapp.tasks.email_users) stays in memory.
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Mail sent by tasks (testapp.tasks.email_users) stays in memory. Django 6.1 configures mail
+# with MAILERS and deprecates EMAIL_BACKEND (a warning, which the test suite treats as an error).
+_MEMORY_MAIL = "django.core.mail.backends.locmem.EmailBackend"
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": _MEMORY_MAIL}}
+else:
+    EMAIL_BACKEND = _MEMORY_MAIL

@@ -125,6 +125,23 @@ class Command(BaseCommand):
             help="Do not replace a worker process that exits or crashes.",
         )
         parser.add_argument(
+            "--max-messages",
+            type=_positive_int,
+            default=None,
+            metavar="N",
+            help="Retire a worker once it has taken N messages (handled or failed): it "
+            "finishes its batch, exits 0 and is replaced by a fresh process. Against "
+            "listeners that leak.",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=_positive_int,
+            default=None,
+            metavar="MB",
+            help="Retire a worker once its resident memory reaches MB megabytes, checked after "
+            "each batch: it finishes its batch, exits 0 and is replaced by a fresh process.",
+        )
+        parser.add_argument(
             "--worker-start-method",
             choices=("spawn", "fork"),
             default="spawn",
@@ -211,6 +228,8 @@ class Command(BaseCommand):
             ready_file=options["ready_file"],
             run_tasks=not options["no_tasks"],
             task_queues=None if options["task_queues"] is None else tuple(options["task_queues"]),
+            max_messages=options["max_messages"],
+            max_memory=options["max_memory"],
         )
         if options["no_tasks"] and options["task_queues"]:
             raise CommandError("--no-tasks runs no task queue: remove --task-queues.")
