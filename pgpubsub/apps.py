@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import pre_migrate
 from django.utils.module_loading import autodiscover_modules
 
@@ -22,3 +23,11 @@ class PgPubSubConfig(AppConfig):
 
         # Listener decorators register their triggers and callbacks when imported.
         autodiscover_modules("listeners")
+
+        # Django registers the system check of task backends (which runs PgPubSubBackend.check)
+        # when its tasks framework is imported: have it imported when a backend is pgpubsub's.
+        if any(
+            str(params.get("BACKEND", "")).startswith("pgpubsub.tasks")
+            for params in (getattr(settings, "TASKS", None) or {}).values()
+        ):
+            import pgpubsub.tasks.compat  # noqa: F401

@@ -25,6 +25,10 @@ try:
     FRAMEWORK = "django.tasks"
 except ImportError:
     try:
+        # What the backport's app does when it is in INSTALLED_APPS: register the system check
+        # of the task backends, and reset them when a test overrides TASKS.
+        import django_tasks.checks
+        import django_tasks.signals  # noqa: F401
         from django_tasks import (  # type: ignore[no-redef,assignment,attr-defined,unused-ignore]
             DEFAULT_TASK_QUEUE_NAME,
             TaskContext,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,3 +342,30 @@ def test_a_worker_hands_back_the_tasks_of_its_batch_it_did_not_start_in_time(
         worker.release(execute)
     assert list(Author.objects.order_by("id").values_list("name", flat=True)) == ["a", "b", "c"]
     assert [t.attempts for t in StoredTask.objects.order_by("id")] == [1, 1, 1]
+
+
+def test_djangos_check_of_task_backends_is_registered_at_startup(tmp_path: Path) -> None:
+    # A fresh process whose settings import no tasks framework (testapp's do), nor the
+    # backport's app: pgpubsub's app has Django register the check that runs the backend's.
+    (tmp_path / "minimal_settings.py").write_text(
+        "INSTALLED_APPS = ['pgtrigger', 'pgpubsub']\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'x'}}\n"
+        "TASKS = {'default': {'BACKEND': 'pgpubsub.tasks.PgPubSubBackend'}}\n"
+        "USE_TZ = True\n"
+    )
+    code = (
+        "import django; django.setup(); from django.core.checks import registry; "
+        "print(any(c.__name__ == 'check_tasks' for c in registry.registry.registered_checks))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "minimal_settings",
+            "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert output.strip() == "True"
