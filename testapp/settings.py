@@ -11,6 +11,8 @@ import datetime
 import os
 from urllib.parse import unquote, urlsplit
 
+import django
+
 from testapp import embedded_db
 
 SECRET_KEY = "pgpubsub-example-not-secret"
@@ -118,8 +120,13 @@ TASKS = {
     }
 }
 try:
-    import django.tasks  # noqa: F401
+    import django.tasks
 except ImportError:
     INSTALLED_APPS.append("django_tasks")
-# Mail sent by tasks (testapp.tasks.email_users) stays in memory.
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Mail sent by tasks (testapp.tasks.email_users) stays in memory. Django 6.1 configures mail
+# with MAILERS and deprecates EMAIL_BACKEND (a warning, which the test suite treats as an error).
+_MEMORY_MAIL = "django.core.mail.backends.locmem.EmailBackend"
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": _MEMORY_MAIL}}
+else:
+    EMAIL_BACKEND = _MEMORY_MAIL
