@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +13,13 @@ from pgpubsub.tasks.models import StoredTask
 from pgpubsub.tasks.store import ClaimedTask
 
 
+@functools.lru_cache(maxsize=1024)
 def find_task(
     path: str, *, backend: str, queue_name: str, priority: int, run_after: datetime | None
 ) -> Task:
     """The Task stored under ``path``, with the queue, priority and ``run_after`` it was
-    enqueued with.
+    enqueued with. Cached: tasks are immutable, and a worker finds the same ones again and
+    again (``Task.using`` validates each copy, which inspects the function's signature).
 
     Raises:
         ImportError: nothing by that path (the task was renamed or removed since).

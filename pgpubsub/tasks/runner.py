@@ -42,6 +42,13 @@ from pgpubsub.tasks.results import build_result, find_task
 
 logger = logging.getLogger(__name__)
 
+#: Tasks claimed at most in one statement: a burst of short tasks costs a claim per batch.
+MAX_BATCH = 50
+#: Seconds a worker may hold claimed tasks it has not started: once its batch has run longer,
+#: it hands the rest back to the queue (another worker may be idle), and claims one at a time
+#: until tasks run quickly again.
+HOLD_SECONDS = 0.05
+
 #: Runs one statement on a session that outlives transactions (the lease's holder).
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -96,6 +103,7 @@ class TaskRunner:
         self.counts = RunCounts()
         self._lease: int | None = None
         self._due_at: float | None = None
+        self._batch_size = 1
 
     # --- the lease ----------------------------------------------------------------------
 
@@ -130,13 +138,29 @@ class TaskRunner:
                 queues=self.queues,
                 worker_id=self.worker_id,
                 lease=self._lease,
+                limit=self._batch_size,
             )
             if not claimed:
                 break
-            for task in claimed:
-                self.run(task)
-                ran += 1
+            ran += self._run_batch(claimed)
         return ran
+
+    def _run_batch(self, claimed: list[store.ClaimedTask]) -> int:
+        """Run claimed tasks in order; hand back those not started when a stop is asked or
+        the batch has run longer than HOLD_SECONDS. The next batch is twice as large when
+        this one was quick, a single task otherwise."""
+        started = self.clock.monotonic()
+        for index, task in enumerate(claimed):
+            late = self.clock.monotonic() - started > HOLD_SECONDS
+            if index and (late or self.should_stop()):
+                assert self._lease is not None
+                store.release(claimed[index:], using=self.using, lease=self._lease)
+                self._batch_size = 1
+                return index
+            self.run(task)
+        quick = self.clock.monotonic() - started <= HOLD_SECONDS
+        self._batch_size = min(self._batch_size * 2, MAX_BATCH) if quick else 1
+        return len(claimed)
 
     def run(self, claimed: store.ClaimedTask) -> None:
         """Run a claimed task and record its outcome."""
@@ -256,10 +280,22 @@ class TaskRunner:
     # --- dead workers, later tasks, pruning ---------------------------------------------
 
     def recover_orphans(self) -> int:
-        """Charge an attempt to each RUNNING task whose worker died; return how many."""
+        """Settle the RUNNING tasks of workers that died; return how many were charged.
+
+        A worker runs its claimed tasks in order and records each outcome as it ends, so of a
+        dead lease's tasks still RUNNING the first was running: it is charged an attempt. The
+        others had not started: they are handed back as they were."""
+        charged = 0
         with transaction.atomic(using=self.using):
             orphans = store.orphaned(using=self.using, backend=self.alias)
+            running: dict[int | None, store.ClaimedTask] = {}
             for claimed in orphans:
+                running.setdefault(claimed.lease, claimed)
+            for claimed in orphans:
+                if running[claimed.lease] is not claimed:
+                    store.release([claimed], using=self.using, lease=claimed.lease)
+                    continue
+                charged += 1
                 try:
                     task: Task | None = find_task(
                         claimed.task_path,
@@ -279,7 +315,7 @@ class TaskRunner:
                     "killer or kill -9), crashed in native code, or lost its database session.",
                 )
                 self._record_failure(claimed, task, error, self._policy(options), None)
-        return len(orphans)
+        return charged
 
     def look_up_due(self) -> None:
         """Note when the next task not due yet (run_after, a retry) becomes due."""

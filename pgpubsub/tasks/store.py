@@ -36,7 +36,7 @@ _MAX_TRACEBACK = 20_000
 
 _COLUMNS = (
     "id, queue_name, task_path, priority, args::text, kwargs::text, run_after, enqueued_at, "
-    "started_at, last_attempted_at, attempts, worker_ids::text, errors::text"
+    "started_at, last_attempted_at, attempts, worker_ids::text, errors::text, lease"
 )
 
 
@@ -69,11 +69,13 @@ class ClaimedTask:
     attempts: int
     worker_ids: list[str]
     errors: list[dict[str, str]]
+    #: The lease it is RUNNING under.
+    lease: int | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ClaimedTask:
         (pk, queue, path, priority, args, kwargs, run_after, enqueued, started, last) = row[:10]
-        attempts, worker_ids, errors = row[10:13]
+        attempts, worker_ids, errors, lease = row[10:14]
         return cls(
             pk,
             queue,
@@ -88,6 +90,7 @@ class ClaimedTask:
             attempts,
             json.loads(worker_ids),
             json.loads(errors),
+            lease,
         )
 
 
@@ -160,6 +163,25 @@ def claim(
         rows = cursor.fetchall()
     tasks = [ClaimedTask.from_row(row) for row in rows]
     return sorted(tasks, key=lambda task: (-task.priority, task.id))
+
+
+def release(tasks: Sequence[ClaimedTask], *, using: str, lease: int | None) -> None:
+    """Hand claimed tasks that were not started back to the queue as they were before the
+    claim (READY, the attempt and its worker id taken back), and ring their doorbells."""
+    if not tasks:
+        return
+    table = quoted_table(StoredTask, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"WITH released AS (UPDATE {table} SET status = %s, attempts = attempts - 1, "
+            "worker_ids = worker_ids - (jsonb_array_length(worker_ids) - 1), lease = NULL, "
+            "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
+            f"FROM {_ASYNC_COMMIT} WHERE id = ANY(%s) AND status = %s AND lease = %s "
+            "RETURNING backend, queue_name) "
+            "SELECT pg_notify(%s || backend, queue_name)::text FROM "
+            "(SELECT DISTINCT backend, queue_name FROM released) AS rings",
+            [READY, [task.id for task in tasks], RUNNING, lease, doorbell("")],
+        )
 
 
 def _task_columns(alias: str) -> str:

@@ -284,3 +284,57 @@ def test_the_backend_check_reports_bad_options() -> None:
     assert any("ATOMIC must be True or False" in m for m in messages)
     assert any("'bad queue' is not a valid queue name" in m for m in messages)
     assert any("'nowhere', not an alias of DATABASES" in m for m in messages)
+
+
+def test_of_a_dead_workers_batch_the_first_task_is_charged_and_the_rest_handed_back() -> None:
+    results = [tasks.record_run.enqueue(name) for name in ("running", "waiting 1", "waiting 2")]
+    claimed = store.claim(
+        using="default",
+        backend="default",
+        queues=["default"],
+        worker_id="dead",
+        lease=4242,
+        limit=3,
+    )
+    assert [c.attempts for c in claimed] == [1, 1, 1]
+    assert run_tasks() == 2  # the two handed back run now; the charged one waits for its retry
+    first, *others = (StoredTask.objects.get(pk=r.id) for r in results)
+    assert (first.status, first.attempts, len(first.errors)) == ("READY", 1, 1)
+    assert first.worker_ids == ["dead"]
+    for other in others:
+        assert (other.status, other.attempts, other.errors) == ("SUCCESSFUL", 1, [])
+        assert "dead" not in other.worker_ids
+
+
+def test_a_worker_hands_back_the_tasks_of_its_batch_it_did_not_start_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pgpubsub.conf import get_settings
+    from pgpubsub.tasks import runner
+
+    monkeypatch.setattr(runner, "HOLD_SECONDS", 0.0)  # every batch is late after its first task
+    ids = [int(tasks.record_run.enqueue(name).id) for name in ("a", "b", "c")]
+    worker = runner.TaskRunner(
+        task_backends["default"], ["default"], settings=get_settings(), worker_id="w"
+    )
+    execute = runner.django_session("default")
+    worker.attach(execute)
+    try:
+        claimed = store.claim(
+            using="default",
+            backend="default",
+            queues=["default"],
+            worker_id="w",
+            lease=worker._lease or 0,
+            limit=3,
+        )
+        assert worker._run_batch(claimed) == 1
+        handed_back = StoredTask.objects.filter(pk__in=ids[1:])
+        assert {(t.status, t.attempts, tuple(t.worker_ids)) for t in handed_back} == {
+            ("READY", 0, ())
+        }
+        assert worker.drain() == 2
+    finally:
+        worker.release(execute)
+    assert list(Author.objects.order_by("id").values_list("name", flat=True)) == ["a", "b", "c"]
+    assert [t.attempts for t in StoredTask.objects.order_by("id")] == [1, 1, 1]
