@@ -76,6 +76,8 @@ class Task(Channel):
     raise_base: str = ""
     #: Keep this many MB allocated for the life of the worker process (a leaking listener).
     leak_mb: int = 0
+    #: Seconds to wait in a query (``pg_sleep``): the callback blocks in the driver's C code.
+    query_sleep: float = 0.0
     lock_notifications = True
 
 

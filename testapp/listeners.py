@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from django.db import connection
 from django.db.models import F
 
 import pgpubsub
@@ -102,8 +103,17 @@ _leaked: list[bytes] = []
 
 @pgpubsub.listener(Task)
 def run_task(
-    key: str, fail: bool, sleep: float, crash: bool, raise_base: str, leak_mb: int = 0
+    key: str,
+    fail: bool,
+    sleep: float,
+    crash: bool,
+    raise_base: str,
+    leak_mb: int = 0,
+    query_sleep: float = 0.0,
 ) -> None:
+    if query_sleep:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [query_sleep])
     if leak_mb:
         _leaked.append(b"x" * (leak_mb * 1024 * 1024))  # written, so resident
     if sleep:

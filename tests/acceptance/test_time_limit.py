@@ -66,6 +66,41 @@ def test_a_message_past_its_time_limit_is_charged_and_dead_lettered_and_its_batc
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_message_stuck_in_a_query_is_charged_and_its_locks_released_at_once(
+    listen: StartListen,
+) -> None:
+    """The callback waits in the driver's C code for a query that would run 2 minutes: the
+    watchdog ends the batch's database session too, or the query would hold the batch's row
+    locks long after its worker is gone."""
+    process = listen(
+        "--processes",
+        "2",
+        "--channels",
+        TASK,
+        env={"PGPUBSUB_MESSAGE_TIME_LIMIT": "1", "PGPUBSUB_MAX_ATTEMPTS": "1"},
+    )
+    process.wait_for_workers(2)
+
+    good = [f"good {number}" for number in range(5)]
+    with transaction.atomic():
+        pgpubsub.notify(Task, key="stuck", query_sleep=HANG)
+        for key in good:
+            pgpubsub.notify(Task, key=key)
+
+    wait_for(
+        lambda: Notification.objects.failed().exists() and len(task_keys()) >= len(good),
+        timeout=20,
+        message="the good tasks done and the stuck one marked failed, long before its query ends",
+    )
+    process.stop()
+
+    assert task_keys() == good
+    stuck = Notification.objects.get()
+    assert stuck.attempts == 1 and stuck.failed_at is not None
+    assert "exceeded its time limit of 1 s in testapp.listeners.run_task" in stuck.last_error
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_busy_with_a_hung_message_stops_when_its_supervisor_is_killed(
     listen: StartListen,
 ) -> None:
