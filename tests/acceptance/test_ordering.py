@@ -8,7 +8,7 @@ import pytest
 from django.db import transaction
 
 import pgpubsub
-from pgpubsub.models import Notification
+from pgpubsub.models import InFlightBatch, Notification
 from testapp.channels import OrderedTask
 from testapp.models import ListenerEvent
 from tests.acceptance.conftest import StartListen
@@ -49,9 +49,24 @@ def test_two_workers_handle_each_keys_messages_one_at_a_time_in_order(
     wait_for(lambda: handled_count() >= 40, timeout=60, message="40 ordered tasks")
     process.stop()
     assert sequences() == {key: list(range(8)) for key in keys}
-    # Both workers took part: different keys ran in parallel.
-    pids = set(ListenerEvent.objects.filter(listener="ordered").values_list("pid", flat=True))
-    assert len(pids) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_is_not_held_back_while_another_keys_message_runs(listen: StartListen) -> None:
+    process = listen("--processes", "2", "--channels", ORDERED)
+    process.wait_for_workers(2)
+
+    pgpubsub.notify(OrderedTask, key="slow", seq=0, sleep=5)
+    # Sent only once the slow message runs, so no worker can have claimed both in one batch.
+    wait_for(InFlightBatch.objects.exists, timeout=30, message="the slow message to start")
+    pgpubsub.notify(OrderedTask, key="fast", seq=0)
+
+    wait_for(lambda: handled_count() >= 2, timeout=60, message="both ordered tasks")
+    process.stop()
+    events = list(ListenerEvent.objects.filter(listener="ordered").order_by("id"))
+    # The other worker ran the fast key while the slow one was still in its callback.
+    assert [event.object_key for event in events] == ["fast", "slow"]
+    assert events[0].pid != events[1].pid
 
 
 @pytest.mark.django_db(transaction=True)
