@@ -250,15 +250,27 @@ def _by_id(message: StoredMessage) -> int:
     return message.id
 
 
-def round_resumes_after(messages: Sequence[StoredMessage], after_key: str) -> str:
+def round_resumes_after(messages: Sequence[StoredMessage], after_key: str, *, using: str) -> str:
     """Where the next ordered claim starts its round of keys: after the last key that the
     claim of ``messages`` (which started after ``after_key``) took, in the order it walked
-    them (the keys after ``after_key``, then, past the last key, the others)."""
-    keys = {message.ordering_key for message in messages if message.ordering_key is not None}
-    if not keys:
+    them (the keys after ``after_key``, then, past the last key, the others).
+
+    Compared by PostgreSQL, in the column's collation, as the claim's walk does: Python's
+    order of strings is the C collation's, and under another one (en_US.UTF-8, ICU) it would
+    resume at the wrong key, serving some keys twice a round and others late.
+    """
+    ids = [message.id for message in messages if message.ordering_key is not None]
+    if not ids:
         return after_key
-    next_round = [key for key in keys if key <= after_key]
-    return max(next_round) if next_round else max(keys)
+    table = quoted_table(Notification, using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(ordering_key) FILTER (WHERE ordering_key <= %s), "
+            f"max(ordering_key)) FROM {table} WHERE id = ANY(%s)",
+            [after_key, ids],
+        )
+        row = cursor.fetchone()
+    return str(row[0]) if row and row[0] is not None else after_key
 
 
 def _filter_sql(extra_filter: Q | None, using: str) -> tuple[str, list[Any]]:

@@ -406,7 +406,7 @@ class StoredProcessor:
                 )
                 if channel.ordering_key is not None:
                     self._key_round[channel] = queue.round_resumes_after(
-                        messages, self._key_round.get(channel, "")
+                        messages, self._key_round.get(channel, ""), using=self.using
                     )
                 batch = _Batch(messages, outcomes=[] if observed else None)
                 batch.result.claimed = len(messages)

@@ -171,8 +171,41 @@ def test_claims_go_round_the_keys_from_where_the_last_one_left_off() -> None:
             claimed = claim(1, after_key=after)
             transaction.set_rollback(True)
         taken.append(claimed[0].ordering_key)
-        after = round_resumes_after(claimed, after)
+        after = round_resumes_after(claimed, after, using="default")
     assert taken == ["a", "b", "c", "a"]
+
+
+@pytest.fixture
+def keys_in_icu_order() -> Iterator[None]:
+    """The ordering key column in an ICU collation, where "a" < "B" < "c" (in C: "B" < "a"),
+    as on databases created with en_US.UTF-8 (this machine's are C.UTF-8)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE pgpubsub_notification "
+            'ALTER COLUMN ordering_key TYPE text COLLATE "und-x-icu"'
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE pgpubsub_notification "
+                'ALTER COLUMN ordering_key TYPE text COLLATE "default"'
+            )
+
+
+@pytest.mark.usefixtures("keys_in_icu_order")
+def test_each_round_serves_every_key_once_in_the_columns_collation() -> None:
+    send("a", "B", "c", "D", "a", "B", "c", "D")
+    taken = []
+    after = ""
+    for _ in range(4):
+        with transaction.atomic():
+            claimed = claim(2, after_key=after)
+            transaction.set_rollback(True)
+        taken.append([message.ordering_key for message in claimed])
+        after = round_resumes_after(claimed, after, using="default")
+    assert taken == [["a", "B"], ["c", "D"], ["a", "B"], ["c", "D"]]
 
 
 def test_messages_of_a_key_behind_a_retry_in_their_batch_stay_stored_for_later() -> None:
