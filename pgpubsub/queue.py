@@ -259,9 +259,12 @@ def round_resumes_after(messages: Sequence[StoredMessage], after_key: str, *, us
     order of strings is the C collation's, and under another one (en_US.UTF-8, ICU) it would
     resume at the wrong key, serving some keys twice a round and others late.
     """
-    ids = [message.id for message in messages if message.ordering_key is not None]
-    if not ids:
+    keyed = [message for message in messages if message.ordering_key is not None]
+    if not keyed:
         return after_key
+    if all(message.ordering_key == keyed[0].ordering_key for message in keyed):
+        return str(keyed[0].ordering_key)  # one key: the answer in any collation
+    ids = [message.id for message in keyed]
     table = quoted_table(Notification, using)
     with connections[using].cursor() as cursor:
         cursor.execute(
