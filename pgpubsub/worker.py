@@ -97,7 +97,7 @@ class Worker:
         self.settings = settings
         self.clock = clock
         self._tasks = tasks or NoTaskWork()
-        self._tasks.set_stop_check(lambda: self.stopping)
+        self._tasks.set_stop_check(self._stop_before_next_task)
         self.channels = select_channels(
             options, channel_registry, runs_tasks=self._tasks.serves_any()
         )
@@ -405,11 +405,18 @@ class Worker:
             self._summary.failed += 1
         self._retire_if_due()
 
+    def _stop_before_next_task(self) -> bool:
+        """Asked by the task runners before each task: tasks count towards recycling too."""
+        self._retire_if_due()
+        return self.stopping
+
     def _retire_if_due(self) -> None:
-        """Stop (exit 0, to be replaced) once past ``--max-messages`` or ``--max-memory``."""
+        """Stop (exit 0, to be replaced) once past ``--max-messages`` or ``--max-memory``
+        (messages handled or failed, and tasks run, count alike)."""
         if not self._recycling.enabled or self.stopping:
             return
-        reason = self._recycling.reason(self.total.processed + self.total.failed)
+        taken = self.total.processed + self.total.failed + self._tasks.ran()
+        reason = self._recycling.reason(taken)
         if reason is None:
             return
         logger.info(

@@ -50,6 +50,10 @@ class NoTaskWork:
     def run_due(self) -> None:
         pass
 
+    def ran(self) -> int:
+        """How many task attempts this worker has run (succeeded, failed or to be retried)."""
+        return 0
+
 
 class TaskWork(NoTaskWork):
     """Runs the tasks of ``runners`` (each a backend's selected queues) for a worker."""
@@ -121,6 +125,9 @@ class TaskWork(NoTaskWork):
     def run_due(self) -> None:
         for runner in self._runners:
             runner.run_if_due()
+
+    def ran(self) -> int:
+        return sum(runner.counts.processed for runner in self._runners)
 
 
 def pgpubsub_backends() -> dict[str, Any]:

@@ -10,6 +10,9 @@ from django.db import transaction
 
 import pgpubsub
 from pgpubsub.models import Notification
+from pgpubsub.tasks.compat import TaskResultStatus
+from pgpubsub.tasks.models import StoredTask
+from testapp import tasks
 from testapp.channels import Task
 from testapp.models import ListenerEvent
 from tests.acceptance.conftest import StartListen, task_keys
@@ -77,4 +80,31 @@ def test_a_worker_past_max_memory_retires_and_the_next_one_handles_the_rest(
     assert task_keys() == ["after", "leaks", "small"]
     assert handled_by() == Counter({leaky: 2, fresh: 1})
     assert "retiring: it uses" in output and "(--max-memory 200)" in output
+    assert "exited cleanly: starting its replacement" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_count_towards_max_messages_and_a_retiring_worker_hands_back_the_rest(
+    listen: StartListen,
+) -> None:
+    # Only tasks: a worker retires before its fourth one, which the next worker runs.
+    process = listen("--channels", TASK, "--max-messages", "3")
+    process.wait_for_workers(1)
+    with transaction.atomic():
+        results = [tasks.add.enqueue(number, 1) for number in range(8)]
+
+    wait_for(
+        lambda: StoredTask.objects.filter(status=TaskResultStatus.SUCCESSFUL).count() == 8,
+        timeout=60,
+        message="8 tasks succeeded",
+    )
+    output = process.output()
+    process.stop()
+
+    done = [tasks.add.get_result(result.id) for result in results]
+    assert [result.return_value for result in done] == [number + 1 for number in range(8)]
+    assert all(result.attempts == 1 for result in done)  # none run twice
+    runs = Counter(result.worker_ids[0] for result in done)
+    assert sorted(runs.values()) == [2, 3, 3], runs
+    assert "retiring: it took 3 messages (--max-messages 3)" in output
     assert "exited cleanly: starting its replacement" in output

@@ -129,9 +129,9 @@ class Command(BaseCommand):
             type=_positive_int,
             default=None,
             metavar="N",
-            help="Retire a worker once it has taken N messages (handled or failed): it "
-            "finishes its batch, exits 0 and is replaced by a fresh process. Against "
-            "listeners that leak.",
+            help="Retire a worker once it has taken N messages (handled or failed; a task's "
+            "attempt counts as one): it finishes its batch, exits 0 and is replaced by a "
+            "fresh process. Against listeners that leak.",
         )
         parser.add_argument(
             "--max-memory",
