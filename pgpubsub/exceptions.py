@@ -61,7 +61,8 @@ class TimeLimitExceeded(WorkerDied):
     """A stored message's callbacks ran past its time limit, so their worker was replaced.
 
     Sent as the ``error`` of ``notification_failed``; the message was charged one attempt.
-    See ``PGPUBSUB_MESSAGE_TIME_LIMIT`` and a channel's ``message_time_limit``.
+    See ``PGPUBSUB_MESSAGE_TIME_LIMIT`` and a channel's ``message_time_limit``. Also named by
+    the error of a background task that ran past its time limit (``TIME_LIMIT``).
     """
 
 

@@ -74,7 +74,7 @@ def run_worker_process(options: WorkerOptions, log: LogOptions) -> None:
 def _exit_reason(code: int) -> str:
     """How a worker process ended, in words (a negative exit code is a signal's number)."""
     if code == EXIT_TIME_LIMIT:
-        return f"exited with code {code}: a message ran past its time limit"
+        return f"exited with code {code}: a message or a task ran past its time limit"
     if code >= 0:
         return f"exited with code {code}"
     try:

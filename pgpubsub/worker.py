@@ -111,6 +111,8 @@ class Worker:
         # This thread's Django connection: the watchdog ends its session from its own thread.
         self._db = connections[options.using]
         self._watchdog = self._time_limit_watchdog()
+        self._task_watchdog: Watchdog | None = None
+        self._tasks.set_watchdog(self._watchdog_for_tasks)
         self._stored = StoredProcessor(
             using=options.using,
             settings=settings,
@@ -166,8 +168,9 @@ class Worker:
         finally:
             self._shutdown.cancel()
             self._wakeup.close()
-            if self._watchdog is not None:
-                self._watchdog.stop()
+            for watchdog in (self._watchdog, self._task_watchdog):
+                if watchdog is not None:
+                    watchdog.stop()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),
@@ -242,6 +245,34 @@ class Worker:
             if session is not None:
                 self._journal.end_session(session)
         except Exception:  # the connection is gone too: the claimant charges it anyway
+            logger.warning("Could not record the time limit in the database", exc_info=True)
+        exit_for_time_limit()
+
+    def _watchdog_for_tasks(self) -> Watchdog:
+        """The watchdog of tasks' time limits, started when the first limited task runs."""
+        if self._task_watchdog is None:
+            self._task_watchdog = Watchdog(self._task_time_limit_exceeded)
+            self._task_watchdog.start()
+        return self._task_watchdog
+
+    def _task_time_limit_exceeded(self, overdue: Overdue) -> None:
+        """On the watchdog's thread: end the task's session (an atomic task's transaction
+        with it), charge the task a failed attempt, and exit."""
+        logger.error(
+            "Task %s (%s) %s: stopping this worker (exit code %s); the task is charged a failed "
+            "attempt",
+            overdue.notification_id,
+            overdue.channel,
+            overdue.reason(),
+            EXIT_TIME_LIMIT,
+            extra={"action": "time_limit", "task_id": overdue.notification_id},
+        )
+        try:
+            session = backend_pid(self._db)
+            if session is not None:
+                self._journal.end_session(session)
+            self._tasks.fail_overdue(overdue)
+        except Exception:  # the worker's sessions end with it: another worker charges the task
             logger.warning("Could not record the time limit in the database", exc_info=True)
         exit_for_time_limit()
 

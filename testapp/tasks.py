@@ -74,6 +74,24 @@ def slow_once(context: TaskContext, marker_path: str, label: str) -> int:
     return int(context.attempt)
 
 
+@task(takes_context=True)
+@task_options(time_limit=1, atomic=True)
+def stuck_once(context: TaskContext, label: str) -> int:
+    """Creates an Author named after ``label`` and its attempt; the first attempt then hangs
+    past its time limit (1 s), so its Author must be rolled back."""
+    Author.objects.create(name=f"{label}, attempt {context.attempt}")
+    if context.attempt == 1:
+        time.sleep(60)
+    return int(context.attempt)
+
+
+@task
+@task_options(time_limit=1, max_attempts=1)
+def always_stuck() -> None:
+    """Hangs past its time limit on its only attempt."""
+    time.sleep(60)
+
+
 @task
 @task_options(atomic=True)
 def atomic_then_fail(name: str) -> None:

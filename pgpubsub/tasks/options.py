@@ -50,6 +50,12 @@ class BackendOptions:
         "Seconds a SUCCESSFUL task's result is kept (None: kept until deleted).",
         86400.0,
     )
+    time_limit: float | None = _option(
+        Rule(float, minimum=0, exclusive=True, optional=True),
+        "Seconds a task may run; past it, its worker is replaced and the task charged a failed "
+        "attempt (None: no limit; a task's task_options(time_limit=...) overrides it).",
+        None,
+    )
     failed_retention: float | None = _option(
         Rule(float, minimum=0, optional=True),
         "Seconds a FAILED task (a dead letter) is kept (None: until retried or deleted).",
@@ -95,10 +101,14 @@ class TaskOptions:
 
     max_attempts: int | None = None
     atomic: bool | None = None
+    time_limit: float | None = None
 
 
 def task_options(
-    *, max_attempts: int | None = None, atomic: bool | None = None
+    *,
+    max_attempts: int | None = None,
+    atomic: bool | None = None,
+    time_limit: float | None = None,
 ) -> Callable[[_F], _F]:
     """Per-task options of :class:`~pgpubsub.tasks.PgPubSubBackend`, put under ``@task``.
 
@@ -106,6 +116,8 @@ def task_options(
         max_attempts: attempts before the task is FAILED (default: the backend's).
         atomic: True runs the task in the transaction that records its result (its database
             effects happen exactly once); False runs it outside any transaction.
+        time_limit: seconds the task may run before its worker is replaced and the task
+            charged a failed attempt (default: the backend's ``TIME_LIMIT``).
 
     Raises:
         TypeError: a value of the wrong type or range.
@@ -113,7 +125,7 @@ def task_options(
     Example::
 
         @task
-        @task_options(atomic=True, max_attempts=10)
+        @task_options(atomic=True, max_attempts=10, time_limit=30)
         def credit(account_id: int, cents: int) -> None: ...
     """
     if max_attempts is not None and (
@@ -124,9 +136,17 @@ def task_options(
         )
     if atomic is not None and not isinstance(atomic, bool):
         raise TypeError(f"task_options(atomic=...) must be True or False, not {atomic!r}")
+    if time_limit is not None and (
+        isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or time_limit <= 0
+    ):
+        raise TypeError(
+            f"task_options(time_limit=...) must be a number of seconds greater than 0, not "
+            f"{time_limit!r}"
+        )
 
     def decorate(func: _F) -> _F:
-        setattr(func, _ATTRIBUTE, TaskOptions(max_attempts=max_attempts, atomic=atomic))
+        options = TaskOptions(max_attempts=max_attempts, atomic=atomic, time_limit=time_limit)
+        setattr(func, _ATTRIBUTE, options)
         return func
 
     return decorate

@@ -39,6 +39,7 @@ from pgpubsub.tasks.compat import (
 from pgpubsub.tasks.models import FAILED, READY, RUNNING, SUCCESSFUL
 from pgpubsub.tasks.options import RetryPolicy, TaskOptions, options_of, retry_policy
 from pgpubsub.tasks.results import build_result, find_task
+from pgpubsub.timelimit import Overdue, Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,15 @@ class RunCounts:
         return self.succeeded + self.failed + self.retried
 
 
+@dataclass(frozen=True)
+class _Running:
+    """The task a runner runs now, for the watchdog's thread to record its failure."""
+
+    claimed: store.ClaimedTask
+    task: Task
+    policy: RetryPolicy
+
+
 class TaskRunner:
     """Runs the tasks of ``backend``'s ``queues`` in this process.
 
@@ -80,6 +90,8 @@ class TaskRunner:
         worker_id: names this process in the tasks' ``worker_ids``.
         should_stop: asked before each task.
         clock: times the wake-ups for tasks not due yet.
+        watchdog: gives the watchdog that enforces time limits (created on first use); None:
+            time limits are not enforced (a runner outside ``listen``).
     """
 
     def __init__(
@@ -101,6 +113,8 @@ class TaskRunner:
         self.should_stop = should_stop
         self.clock = clock
         self.counts = RunCounts()
+        self.watchdog: Callable[[], Watchdog] | None = None
+        self._running: _Running | None = None
         self._lease: int | None = None
         self._due_at: float | None = None
         self._batch_size = 1
@@ -177,6 +191,20 @@ class TaskRunner:
             self._failed(claimed, None, exc, self._policy(TaskOptions()))
             return
         options = options_of(task.func)
+        limit = options.time_limit or self.backend.backend_options.time_limit
+        if limit is None or self.watchdog is None:
+            self._run(claimed, task, options)
+            return
+        watchdog = self.watchdog()
+        self._running = _Running(claimed, task, self._policy(options))
+        watchdog.arm(claimed.id, limit, claimed.task_path, None)
+        try:
+            self._run(claimed, task, options)
+        finally:
+            watchdog.disarm()
+            self._running = None
+
+    def _run(self, claimed: store.ClaimedTask, task: Task, options: TaskOptions) -> None:
         atomic = self.backend.backend_options.atomic if options.atomic is None else options.atomic
         running = build_result(task, claimed, backend=self.alias, status=RUNNING)
         _send(task_started, running)
@@ -276,6 +304,24 @@ class TaskRunner:
         else:
             self.counts.retried += 1
             self.due_in(delay)
+
+    def fail_overdue(self, overdue: Overdue) -> bool:
+        """On the watchdog's thread, while the task still runs on the main one: charge the
+        task ``overdue`` names a failed attempt (retry or FAILED, by its policy), on this
+        thread's own connection; False if this runner is not running it."""
+        running = self._running
+        if running is None or running.claimed.id != overdue.notification_id:
+            return False
+        error = store.error_entry(
+            "pgpubsub.exceptions.TimeLimitExceeded",
+            f"pgpubsub.exceptions.TimeLimitExceeded: task {running.claimed.task_path} "
+            f"{overdue.reason()}: its worker was stopped",
+        )
+        try:
+            self._record_failure(running.claimed, running.task, error, running.policy, self._lease)
+        finally:
+            connections[self.using].close()
+        return True
 
     # --- dead workers, later tasks, pruning ---------------------------------------------
 

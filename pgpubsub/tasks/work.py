@@ -15,6 +15,7 @@ from pgpubsub.clock import SYSTEM_CLOCK, Clock
 from pgpubsub.conf import PgPubSubSettings
 from pgpubsub.connection import ListenConnection, Message
 from pgpubsub.exceptions import ListenOptionsError
+from pgpubsub.timelimit import Overdue, Watchdog
 
 #: Seconds between two prunings of old results by one worker.
 PRUNE_INTERVAL = 60.0
@@ -53,6 +54,12 @@ class NoTaskWork:
     def ran(self) -> int:
         """How many task attempts this worker has run (succeeded, failed or to be retried)."""
         return 0
+
+    def set_watchdog(self, watchdog: Callable[[], Watchdog]) -> None:
+        pass
+
+    def fail_overdue(self, overdue: Overdue) -> None:
+        pass
 
 
 class TaskWork(NoTaskWork):
@@ -128,6 +135,18 @@ class TaskWork(NoTaskWork):
 
     def ran(self) -> int:
         return sum(runner.counts.processed for runner in self._runners)
+
+    def set_watchdog(self, watchdog: Callable[[], Watchdog]) -> None:
+        """Enforce the time limits of tasks (``TIME_LIMIT``, ``task_options(time_limit=)``)
+        with the watchdog ``watchdog`` gives."""
+        for runner in self._runners:
+            runner.watchdog = watchdog
+
+    def fail_overdue(self, overdue: Overdue) -> None:
+        """On the watchdog's thread: charge the overdue task a failed attempt."""
+        for runner in self._runners:
+            if runner.fail_overdue(overdue):
+                return
 
 
 def pgpubsub_backends() -> dict[str, Any]:

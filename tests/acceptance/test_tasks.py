@@ -119,6 +119,34 @@ def test_a_task_whose_worker_is_killed_is_retried_not_lost(listen: StartListen) 
     assert list(Author.objects.values_list("name", flat=True)) == ["survivor"]
 
 
+def test_a_task_past_its_time_limit_is_charged_an_attempt_and_its_effects_rolled_back(
+    listen: StartListen,
+) -> None:
+    process = listen()
+    process.wait_for_workers(1)
+    stuck = tasks.stuck_once.enqueue("stuck")
+    dead = tasks.always_stuck.enqueue()
+
+    done = finished(tasks.stuck_once, stuck.id, timeout=30)
+    failed = finished(tasks.always_stuck, dead.id, timeout=30)
+    output = process.output()
+    process.stop()
+
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.return_value == 2 and done.attempts == 2
+    (error,) = done.errors
+    assert error.exception_class_path == "pgpubsub.exceptions.TimeLimitExceeded"
+    assert "exceeded its time limit of 1 s" in error.traceback
+    # Atomic: the hung attempt's Author went with its session.
+    assert list(Author.objects.values_list("name", flat=True)) == ["stuck, attempt 2"]
+    assert failed.status == TaskResultStatus.FAILED and failed.attempts == 1
+    assert [e.exception_class_path for e in failed.errors] == [
+        "pgpubsub.exceptions.TimeLimitExceeded"
+    ]
+    assert "exceeded its time limit of 1 s: stopping this worker (exit code 4)" in output
+    assert "a message or a task ran past its time limit; starting its replacement" in output
+
+
 def test_djangos_documented_examples_run_unchanged(listen: StartListen) -> None:
     listen().wait_for_workers(1)
     # docs/topics/tasks.txt of Django 6.0, with its example task (testapp.tasks.email_users).

@@ -60,7 +60,7 @@ def test_a_message_past_its_time_limit_is_charged_and_dead_lettered_and_its_batc
     assert "exceeded its time limit of 1 s in testapp.listeners.run_task" in hung.last_error
     assert "PGPUBSUB_MESSAGE_TIME_LIMIT" in hung.last_error
     assert f"Notification {hung.pk} of channel {TASK} exceeded its time limit of 1 s" in output
-    assert "a message ran past its time limit; starting its replacement" in output
+    assert "a message or a task ran past its time limit; starting its replacement" in output
     assert replaced, "the supervisor replaced the hung workers"
     assert not InFlightBatch.objects.exists()
 

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from pgpubsub.tasks import store
+from pgpubsub.tasks import store, task_options
 from pgpubsub.tasks.compat import (
     InvalidTask,
     TaskResultDoesNotExist,
@@ -279,7 +279,12 @@ def test_the_backend_check_reports_bad_options() -> None:
         "default": {
             "BACKEND": "pgpubsub.tasks.PgPubSubBackend",
             "QUEUES": ["bad queue"],
-            "OPTIONS": {"MAX_ATTEMPS": 3, "ATOMIC": "yes", "DATABASE": "nowhere"},
+            "OPTIONS": {
+                "MAX_ATTEMPS": 3,
+                "ATOMIC": "yes",
+                "DATABASE": "nowhere",
+                "TIME_LIMIT": 0,
+            },
         }
     }
     with override_settings(TASKS=bad):
@@ -288,6 +293,13 @@ def test_the_backend_check_reports_bad_options() -> None:
     assert any("ATOMIC must be True or False" in m for m in messages)
     assert any("'bad queue' is not a valid queue name" in m for m in messages)
     assert any("'nowhere', not an alias of DATABASES" in m for m in messages)
+    assert any("TIME_LIMIT must be a number greater than 0, or None" in m for m in messages)
+
+
+@pytest.mark.parametrize("limit", [0, -1, "30", True])
+def test_a_tasks_time_limit_must_be_a_positive_number_of_seconds(limit: object) -> None:
+    with pytest.raises(TypeError, match=r"task_options\(time_limit=...\) must be a number"):
+        task_options(time_limit=limit)  # type: ignore[arg-type]
 
 
 def test_of_a_dead_workers_batch_the_first_task_is_charged_and_the_rest_handed_back() -> None:
