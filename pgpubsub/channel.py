@@ -40,7 +40,7 @@ class BaseChannel:
     #: they were stored (lockable channels only): a dataclass field of a :class:`Channel`,
     #: a model field (typically ``"pk"``) of a :class:`TriggerChannel`.
     ordering_key: ClassVar[str | None] = None
-    #: Seconds the callbacks of one stored message may run (None: no limit); when not set,
+    #: Seconds the callbacks of one message may run (None: no limit); when not set,
     #: ``PGPUBSUB_MESSAGE_TIME_LIMIT`` applies. See :mod:`pgpubsub.timelimit`.
     message_time_limit: ClassVar[float | None]
 

@@ -156,9 +156,9 @@ class PgPubSubSettings:
     message_time_limit: float | None = _setting(
         None,
         Rule(float, minimum=0, exclusive=True, optional=True),
-        "Seconds the callbacks of one stored message may run before their worker process is "
-        "replaced and the message charged a failed attempt (None: no limit). A channel's "
-        "`message_time_limit` overrides it.",
+        "Seconds the callbacks of one message may run before their worker process is "
+        "replaced and, for a stored message, the message charged a failed attempt (None: no "
+        "limit). A channel's `message_time_limit` overrides it.",
     )
     # (A field() with metadata like the others: ruff does not know timedelta is immutable.)
     keep_handled: datetime.timedelta | None = _setting(  # noqa: RUF009

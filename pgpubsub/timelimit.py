@@ -65,6 +65,9 @@ class _Armed:
     limit: float
     channel: str
     record_id: int | None
+    #: Overrides of the watchdog's own, for this armed run only (fan-out messages, tasks).
+    on_overdue: Callable[[Overdue], None] | None = None
+    running_callback: Callable[[], str | None] | None = None
 
 
 class Watchdog:
@@ -108,9 +111,27 @@ class Watchdog:
             self._stopped = True
             self._wake.notify()
 
-    def arm(self, notification_id: int, limit: float, channel: str, record_id: int | None) -> None:
-        """A message's callbacks start now and may run ``limit`` seconds."""
-        armed = _Armed(self._clock() + limit, notification_id, limit, channel, record_id)
+    def arm(
+        self,
+        notification_id: int,
+        limit: float,
+        channel: str,
+        record_id: int | None,
+        *,
+        on_overdue: Callable[[Overdue], None] | None = None,
+        running_callback: Callable[[], str | None] | None = None,
+    ) -> None:
+        """A message's callbacks start now and may run ``limit`` seconds. ``on_overdue`` and
+        ``running_callback``, if given, replace the watchdog's own for this message."""
+        armed = _Armed(
+            self._clock() + limit,
+            notification_id,
+            limit,
+            channel,
+            record_id,
+            on_overdue,
+            running_callback,
+        )
         with self._wake:
             self._armed = armed
             if self._idle:
@@ -141,13 +162,15 @@ class Watchdog:
                     continue
                 if self._armed is not armed:
                     continue  # it ended just now
-            self._on_overdue(
+            on_overdue = armed.on_overdue or self._on_overdue
+            running_callback = armed.running_callback or self._running_callback
+            on_overdue(
                 Overdue(
                     armed.notification_id,
                     armed.limit,
                     armed.channel,
                     armed.record_id,
-                    self._running_callback(),
+                    running_callback(),
                 )
             )
             return

@@ -212,7 +212,7 @@ class Worker:
     def _time_limit_watchdog(self) -> Watchdog | None:
         """A watchdog if a selected channel has a time limit (no thread otherwise)."""
         default = self.settings.message_time_limit
-        if all(channel.time_limit(default) is None for channel in self.lockable):
+        if all(channel.time_limit(default) is None for channel in self.channels):
             return None
         supervised = multiprocessing.parent_process() is not None
         return Watchdog(
@@ -246,6 +246,25 @@ class Worker:
                 self._journal.end_session(session)
         except Exception:  # the connection is gone too: the claimant charges it anyway
             logger.warning("Could not record the time limit in the database", exc_info=True)
+        exit_for_time_limit()
+
+    def _fanout_time_limit_exceeded(self, overdue: Overdue) -> None:
+        """On the watchdog's thread: a fan-out message has no row to charge; end the
+        callbacks' session and exit, to be replaced."""
+        logger.error(
+            "A fan-out message of channel %s %s: stopping this worker (exit code %s); fan-out "
+            "messages are delivered at most once, so it is not run again",
+            overdue.channel,
+            overdue.reason(),
+            EXIT_TIME_LIMIT,
+            extra={"action": "time_limit", "channel": overdue.channel},
+        )
+        try:
+            session = backend_pid(self._db)
+            if session is not None:
+                self._journal.end_session(session)
+        except Exception:  # the worker's sessions end with it anyway
+            logger.warning("Could not end the callbacks' database session", exc_info=True)
         exit_for_time_limit()
 
     def _watchdog_for_tasks(self) -> Watchdog:
@@ -376,10 +395,28 @@ class Worker:
                 else:
                     woken[channel] = None
             elif not self.stopping:
-                self._count_fanout(self._fanout.deliver(channel, message.payload))
+                self._count_fanout(self._deliver_fanout(channel, message.payload))
         for channel in woken:
             self._drain(channel)
         self._stored.look_up_due(later)
+
+    def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> bool:
+        """Run a fan-out message's callbacks, under the watchdog of its time limit."""
+        limit = channel.time_limit(self.settings.message_time_limit)
+        if limit is None or self._watchdog is None:
+            return self._fanout.deliver(channel, text)
+        self._watchdog.arm(
+            0,
+            limit,
+            channel.name(),
+            None,
+            on_overdue=self._fanout_time_limit_exceeded,
+            running_callback=self._fanout.dispatcher.running_label,
+        )
+        try:
+            return self._fanout.deliver(channel, text)
+        finally:
+            self._watchdog.disarm()
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)

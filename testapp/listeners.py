@@ -87,8 +87,14 @@ def child_saved(old: Any, new: Any, **context: Any) -> None:
     )
 
 
+#: An Announcement with this text hangs its callback (tests of time limits).
+HANGING_ANNOUNCEMENT = "hang past the time limit"
+
+
 @pgpubsub.listener(Announcement)
 def record_announcement(**fields: Any) -> None:
+    if fields["text"] == HANGING_ANNOUNCEMENT:
+        time.sleep(120)
     ListenerEvent.objects.create(
         listener="announcement",
         object_key=fields["text"][:100],

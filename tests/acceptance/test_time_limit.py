@@ -15,11 +15,14 @@ from django.db import transaction
 
 import pgpubsub
 from pgpubsub.models import InFlightBatch, Notification
-from testapp.channels import Task
+from testapp.channels import Announcement, Task
+from testapp.listeners import HANGING_ANNOUNCEMENT
+from testapp.models import ListenerEvent
 from tests.acceptance.conftest import MAX_ATTEMPTS, SHUTDOWN_TIMEOUT, StartListen, task_keys
 from tests.support.processes import holds_open_transaction, is_running, wait_for
 
 TASK = "testapp.channels.Task"
+ANNOUNCEMENT = "testapp.channels.Announcement"
 #: Longer than any test: the callback hangs, as far as the worker can tell.
 HANG = 120.0
 
@@ -122,3 +125,29 @@ def test_a_worker_busy_with_a_hung_message_stops_when_its_supervisor_is_killed(
     assert "The supervising process is gone: stopping" in process.output()
     message = Notification.objects.get()  # rolled back: stored for the next worker
     assert message.attempts == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fanout_message_past_its_time_limit_ends_its_worker_and_the_next_one_listens(
+    listen: StartListen,
+) -> None:
+    process = listen("--channels", ANNOUNCEMENT, env={"PGPUBSUB_MESSAGE_TIME_LIMIT": "1"})
+    (hung,) = process.wait_for_workers(1)
+
+    pgpubsub.notify(Announcement, text=HANGING_ANNOUNCEMENT)
+    process.wait_listening(2)  # the replacement of the hung worker
+    pgpubsub.notify(Announcement, text="after")
+    wait_for(
+        lambda: ListenerEvent.objects.filter(object_key="after").exists(),
+        message="an announcement sent afterwards handled",
+    )
+    output = process.output()
+    process.stop()
+
+    assert not is_running(hung)
+    assert list(ListenerEvent.objects.values_list("object_key", flat=True)) == ["after"]
+    assert (
+        f"A fan-out message of channel {ANNOUNCEMENT} exceeded its time limit of 1 s in "
+        "testapp.listeners.record_announcement: stopping this worker (exit code 4)"
+    ) in output
+    assert "a message or a task ran past its time limit; starting its replacement" in output
