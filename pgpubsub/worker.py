@@ -30,7 +30,6 @@ from pgpubsub.connection import (
     ListenSession,
     Message,
     PollingOnly,
-    backend_pid,
     connection_errors,
     open_listen_connection,
 )
@@ -39,13 +38,13 @@ from pgpubsub.fanout import FanoutProcessor
 from pgpubsub.functions import DELAYED_DOORBELL
 from pgpubsub.housekeeping import Housekeeping, NoHousekeeping
 from pgpubsub.options import WorkerOptions, select_channels
+from pgpubsub.overdue import TimeLimits
 from pgpubsub.progress import RecoveryProgress, TrafficSummary
 from pgpubsub.recycling import Recycling
 from pgpubsub.registry import ChannelRegistry, registry
 from pgpubsub.shutdown import STOP_AFTER_MESSAGE, ShutdownPolicy
 from pgpubsub.stored import BatchResult, StoredProcessor
 from pgpubsub.tasks.work import NoTaskWork, task_work
-from pgpubsub.timelimit import EXIT_TIME_LIMIT, Overdue, Watchdog, exit_for_time_limit
 from pgpubsub.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -108,11 +107,17 @@ class Worker:
         self._wakeup = Wakeup()
         self.name = name or inflight.WorkerName.for_this_process(WORKER_APPLICATION_NAME)
         self._journal = inflight.Journal(self.name.label, using=options.using)
-        # This thread's Django connection: the watchdog ends its session from its own thread.
-        self._db = connections[options.using]
-        self._watchdog = self._time_limit_watchdog()
-        self._task_watchdog: Watchdog | None = None
-        self._tasks.set_watchdog(self._watchdog_for_tasks)
+        self._limits = TimeLimits(
+            self.channels,
+            settings.message_time_limit,
+            journal=self._journal,
+            # This thread's connection: the watchdog ends its session from its own thread.
+            db=connections[options.using],
+            tasks=self._tasks,
+            stored_running=lambda: self._stored.dispatcher.running_label(),
+            fanout_running=lambda: self._fanout.dispatcher.running_label(),
+        )
+        self._tasks.set_watchdog(self._limits.for_tasks)
         self._stored = StoredProcessor(
             using=options.using,
             settings=settings,
@@ -120,7 +125,7 @@ class Worker:
             journal=self._journal,
             should_stop=lambda: self.stopping,
             clock=clock,
-            watchdog=self._watchdog,
+            watchdog=self._limits.watchdog,
             worker=self.name.label,
         )
         self._fanout = FanoutProcessor(channel_registry, settings, options.using)
@@ -159,8 +164,7 @@ class Worker:
         )
         if self.options.metrics_port is not None and not _serve_metrics(self.options):
             return 1
-        if self._watchdog is not None:
-            self._watchdog.start()
+        self._limits.start()
         try:
             self._session.run(self._serve)
         except DatabaseUnavailable:
@@ -168,9 +172,7 @@ class Worker:
         finally:
             self._shutdown.cancel()
             self._wakeup.close()
-            for watchdog in (self._watchdog, self._task_watchdog):
-                if watchdog is not None:
-                    watchdog.stop()
+            self._limits.stop()
         logger.info(
             "Worker %s stopped: %s processed, %s failed",
             os.getpid(),
@@ -206,94 +208,6 @@ class Worker:
             extra={"action": "killed"},
         )
         os._exit(1)
-
-    # --- time limit ------------------------------------------------------------------
-
-    def _time_limit_watchdog(self) -> Watchdog | None:
-        """A watchdog if a selected channel has a time limit (no thread otherwise)."""
-        default = self.settings.message_time_limit
-        if all(channel.time_limit(default) is None for channel in self.channels):
-            return None
-        supervised = multiprocessing.parent_process() is not None
-        return Watchdog(
-            self._time_limit_exceeded,
-            running_callback=lambda: self._stored.dispatcher.running_label(),
-            # Where the kernel does not signal a worker whose supervisor died (not Linux).
-            on_orphaned=(lambda: os.kill(os.getpid(), STOP_AFTER_MESSAGE)) if supervised else None,
-        )
-
-    def _time_limit_exceeded(self, overdue: Overdue) -> None:
-        """On the watchdog's thread: leave why in the batch's record, end the batch's session
-        and exit; the next worker that claims the message charges it an attempt."""
-        logger.error(
-            "Notification %s of channel %s %s: stopping this worker (exit code %s); the "
-            "message will be charged a failed attempt and the rest of its batch run again",
-            overdue.notification_id,
-            overdue.channel,
-            overdue.reason(),
-            EXIT_TIME_LIMIT,
-            extra={
-                "action": "time_limit",
-                "channel": overdue.channel,
-                "notification_id": overdue.notification_id,
-            },
-        )
-        try:
-            if overdue.record_id is not None:
-                self._journal.stopped(overdue.record_id, overdue.notification_id, overdue.reason())
-            session = backend_pid(self._db)
-            if session is not None:
-                self._journal.end_session(session)
-        except Exception:  # the connection is gone too: the claimant charges it anyway
-            logger.warning("Could not record the time limit in the database", exc_info=True)
-        exit_for_time_limit()
-
-    def _fanout_time_limit_exceeded(self, overdue: Overdue) -> None:
-        """On the watchdog's thread: a fan-out message has no row to charge; end the
-        callbacks' session and exit, to be replaced."""
-        logger.error(
-            "A fan-out message of channel %s %s: stopping this worker (exit code %s); fan-out "
-            "messages are delivered at most once, so it is not run again",
-            overdue.channel,
-            overdue.reason(),
-            EXIT_TIME_LIMIT,
-            extra={"action": "time_limit", "channel": overdue.channel},
-        )
-        try:
-            session = backend_pid(self._db)
-            if session is not None:
-                self._journal.end_session(session)
-        except Exception:  # the worker's sessions end with it anyway
-            logger.warning("Could not end the callbacks' database session", exc_info=True)
-        exit_for_time_limit()
-
-    def _watchdog_for_tasks(self) -> Watchdog:
-        """The watchdog of tasks' time limits, started when the first limited task runs."""
-        if self._task_watchdog is None:
-            self._task_watchdog = Watchdog(self._task_time_limit_exceeded)
-            self._task_watchdog.start()
-        return self._task_watchdog
-
-    def _task_time_limit_exceeded(self, overdue: Overdue) -> None:
-        """On the watchdog's thread: end the task's session (an atomic task's transaction
-        with it), charge the task a failed attempt, and exit."""
-        logger.error(
-            "Task %s (%s) %s: stopping this worker (exit code %s); the task is charged a failed "
-            "attempt",
-            overdue.notification_id,
-            overdue.channel,
-            overdue.reason(),
-            EXIT_TIME_LIMIT,
-            extra={"action": "time_limit", "task_id": overdue.notification_id},
-        )
-        try:
-            session = backend_pid(self._db)
-            if session is not None:
-                self._journal.end_session(session)
-            self._tasks.fail_overdue(overdue)
-        except Exception:  # the worker's sessions end with it: another worker charges the task
-            logger.warning("Could not record the time limit in the database", exc_info=True)
-        exit_for_time_limit()
 
     # --- one connection --------------------------------------------------------------
 
@@ -401,22 +315,7 @@ class Worker:
         self._stored.look_up_due(later)
 
     def _deliver_fanout(self, channel: type[BaseChannel], text: str) -> bool:
-        """Run a fan-out message's callbacks, under the watchdog of its time limit."""
-        limit = channel.time_limit(self.settings.message_time_limit)
-        if limit is None or self._watchdog is None:
-            return self._fanout.deliver(channel, text)
-        self._watchdog.arm(
-            0,
-            limit,
-            channel.name(),
-            None,
-            on_overdue=self._fanout_time_limit_exceeded,
-            running_callback=self._fanout.dispatcher.running_label,
-        )
-        try:
-            return self._fanout.deliver(channel, text)
-        finally:
-            self._watchdog.disarm()
+        return self._limits.run_fanout(channel, lambda: self._fanout.deliver(channel, text))
 
     def _drain_all(self) -> None:
         # Once per poll interval, not per message: with CONN_MAX_AGE = 0 (Django's default)
