@@ -98,10 +98,12 @@ def test_the_oldest_due_age_counts_from_when_the_task_became_due_not_from_enqueu
     retry = enqueue(TaskState.DUE, due_for=30)
     StoredTask.objects.filter(pk=retry.pk).update(enqueued_at=timezone.now() - timedelta(days=1))
     enqueue(TaskState.SCHEDULED)
+    enqueue(TaskState.SCHEDULED, queue="emails")  # waiting, but not due: no oldest due
 
-    (default, _) = json.loads(run_status("--json")[0])["tasks"]
+    default, emails = json.loads(run_status("--json")[0])["tasks"]
 
     assert default["oldest_due_seconds"] == pytest.approx(30, abs=20)
+    assert (emails["scheduled"], emails["oldest_due_seconds"]) == (1, None)
 
 
 def test_status_shows_queues_that_still_have_tasks_but_are_no_longer_configured() -> None:
