@@ -30,7 +30,6 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from pgpubsub import DISTRIBUTION
 from pgpubsub.channel import BaseChannel
 from pgpubsub.signals import notification_failed, notification_processed
-from pgpubsub.tasks.models import FINISHED_STATES
 from pgpubsub.tasks.work import pgpubsub_backends
 
 try:
@@ -177,6 +176,8 @@ class WorkerMetrics:
         self.tasks_started.labels(task_result.backend, task_result.task.queue_name).inc()
 
     def _on_task_finished(self, sender: type, task_result: Any, **kwargs: Any) -> None:
+        from pgpubsub.tasks.models import FINISHED_STATES  # a model module: apps must be ready
+
         state = FINISHED_STATES[str(task_result.status.value)]
         labels = (task_result.backend, task_result.task.queue_name, state.value)
         self.tasks_finished.labels(*labels).inc()

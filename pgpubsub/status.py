@@ -177,17 +177,19 @@ def collect_task_status(using: str, *, results: bool = True) -> list[TaskQueueSt
     }
     if not backends:
         return None
+
+    def empty(alias: str, queue: str) -> TaskQueueStatus:
+        return TaskQueueStatus(alias, queue, successful=0 if results else None)
+
     queues = {
-        (alias, queue): TaskQueueStatus(
-            backend=alias, queue=queue, successful=0 if results else None
-        )
+        (alias, queue): empty(alias, queue)
         for alias, backend in backends.items()
         for queue in backend.queues
     }
 
     def queue_of(row: dict[str, Any]) -> TaskQueueStatus:
         key = (row["backend"], row["queue_name"])
-        return queues.setdefault(key, TaskQueueStatus(*key, successful=0 if results else None))
+        return queues.setdefault(key, empty(*key))
 
     tasks = StoredTask.objects.using(using).values("backend", "queue_name").order_by()
     live = tasks.live().annotate(
