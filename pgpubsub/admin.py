@@ -21,7 +21,7 @@ from django.utils.timesince import timesince
 from pgpubsub.models import STATE_FILTERS, InFlightBatch, Notification, State
 from pgpubsub.queue import requeue_now
 from pgpubsub.registry import registry
-from pgpubsub.tasks.models import FAILED, StoredTask
+from pgpubsub.tasks.models import StoredTask, StoredTaskQuerySet
 from pgpubsub.tasks.store import retry_failed as retry_failed_tasks
 
 if TYPE_CHECKING:
@@ -310,8 +310,8 @@ class StoredTaskAdmin(_TaskAdminBase):
         return request.user.has_perm("pgpubsub.change_storedtask")
 
     @admin.action(description="Retry failed tasks now", permissions=["retry"])
-    def retry_failed_tasks(self, request: HttpRequest, queryset: QuerySet[StoredTask]) -> None:
-        ids = list(queryset.filter(status=FAILED).values_list("id", flat=True))
+    def retry_failed_tasks(self, request: HttpRequest, queryset: StoredTaskQuerySet) -> None:
+        ids = list(queryset.failed().values_list("id", flat=True))
         requeued = retry_failed_tasks(using=queryset.db, ids=ids) if ids else 0
         self.message_user(
             request, f"{requeued} failed task(s) will run again now.", messages.SUCCESS

@@ -9,8 +9,11 @@ a retry), RUNNING, SUCCESSFUL, FAILED (a dead letter: its attempts are exhausted
 
 from __future__ import annotations
 
+import enum
+
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 #: The statuses, spelled as Django's TaskResultStatus values (stored as text).
@@ -19,6 +22,76 @@ RUNNING = "RUNNING"
 SUCCESSFUL = "SUCCESSFUL"
 FAILED = "FAILED"
 STATUSES = [(READY, "Ready"), (RUNNING, "Running"), (SUCCESSFUL, "Successful"), (FAILED, "Failed")]
+
+
+class TaskState(str, enum.Enum):
+    """The state of a stored task: the one vocabulary of ``pgpubsub status``, the metrics and
+    the admin. Each task is in exactly one; READY is split by whether it is due yet."""
+
+    #: READY and due: what a worker claims now (a new task, or a retry whose delay is over).
+    DUE = "due"
+    #: READY, due later: a ``run_after`` in the future, or a retry waiting for its delay.
+    SCHEDULED = "scheduled"
+    #: Claimed by a worker (or left by one that died, until a worker settles it).
+    RUNNING = "running"
+    #: Exhausted its attempts: a dead letter, kept for a person to inspect.
+    FAILED = "failed"
+    #: Succeeded; its result is kept for the backend's ``RESULT_RETENTION``.
+    SUCCESSFUL = "successful"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Each state as a filter. "Due" is judged by the database's clock, as the claim does.
+TASK_STATE_FILTERS: dict[TaskState, Q] = {
+    TaskState.DUE: Q(status=READY, available_at__lte=Now()),
+    TaskState.SCHEDULED: Q(status=READY, available_at__gt=Now()),
+    TaskState.RUNNING: Q(status=RUNNING),
+    TaskState.FAILED: Q(status=FAILED),
+    TaskState.SUCCESSFUL: Q(status=SUCCESSFUL),
+}
+#: The states of tasks still in the system's hands or a person's (not kept results). Each has
+#: a partial index, so counting them reads the backlog, not the results kept.
+LIVE_STATES = (TaskState.DUE, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.FAILED)
+#: The state of each finished status (``task_finished``'s ``TaskResult.status``).
+FINISHED_STATES = {SUCCESSFUL: TaskState.SUCCESSFUL, FAILED: TaskState.FAILED}
+
+
+class StoredTaskQuerySet(models.QuerySet["StoredTask"]):
+    """Stored tasks by state (:class:`TaskState`), and waiting (due or scheduled)."""
+
+    def in_state(self, state: TaskState | str) -> StoredTaskQuerySet:
+        return self.filter(TASK_STATE_FILTERS[TaskState(state)])
+
+    def waiting(self) -> StoredTaskQuerySet:
+        """READY: due now or later."""
+        return self.filter(status=READY)
+
+    def due(self) -> StoredTaskQuerySet:
+        """READY and due now: what a worker claims (``pgpubsub.tasks.store.claim``, whose SQL
+        spells the same condition)."""
+        return self.in_state(TaskState.DUE)
+
+    def scheduled(self) -> StoredTaskQuerySet:
+        """READY, due later (``run_after``, or a retry's delay)."""
+        return self.in_state(TaskState.SCHEDULED)
+
+    def running(self) -> StoredTaskQuerySet:
+        return self.in_state(TaskState.RUNNING)
+
+    def failed(self) -> StoredTaskQuerySet:
+        """Tasks that exhausted their attempts (dead letters)."""
+        return self.in_state(TaskState.FAILED)
+
+    def successful(self) -> StoredTaskQuerySet:
+        """Succeeded, result kept."""
+        return self.in_state(TaskState.SUCCESSFUL)
+
+    def live(self) -> StoredTaskQuerySet:
+        """In one of :data:`LIVE_STATES`: written as one OR of the indexed statuses, so that
+        PostgreSQL reads the partial indexes rather than the whole table."""
+        return self.filter(Q(status=READY) | Q(status=RUNNING) | Q(status=FAILED))
 
 
 class StoredTask(models.Model):
@@ -52,6 +125,8 @@ class StoredTask(models.Model):
     #: whose lock nobody holds was left by a worker that died (pgpubsub.tasks.store).
     lease = models.IntegerField(null=True, blank=True)
 
+    objects = StoredTaskQuerySet.as_manager()
+
     class Meta:
         app_label = "pgpubsub"
         db_table = "pgpubsub_task"
@@ -72,6 +147,12 @@ class StoredTask(models.Model):
             # Finding the tasks of workers that died.
             models.Index(
                 fields=["backend"], name="pgpubsub_task_running", condition=Q(status=RUNNING)
+            ),
+            # Counting and listing dead letters (status, metrics, pgpubsub failed, the admin).
+            models.Index(
+                fields=["backend", "queue_name"],
+                name="pgpubsub_task_failed",
+                condition=Q(status=FAILED),
             ),
             # Pruning finished tasks.
             models.Index(

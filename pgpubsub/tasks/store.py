@@ -293,7 +293,7 @@ def prune(*, using: str, backend: str, successful: float | None, failed: float |
 def retry_failed(*, using: str, ids: Sequence[int] | None = None) -> int:
     """Make FAILED tasks (all, or those of ``ids``) READY now with a fresh attempt count, and
     ring their backends' doorbells. Their errors so far are kept."""
-    queryset = StoredTask.objects.using(using).filter(status=FAILED)
+    queryset = StoredTask.objects.using(using).failed()
     if ids:
         queryset = queryset.filter(pk__in=ids)
     rings = sorted(set(queryset.values_list("backend", "queue_name")))

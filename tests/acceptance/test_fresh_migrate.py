@@ -179,7 +179,7 @@ def stored_notes(project: FreshProject) -> list[str]:
 def test_makemigrations_makes_trigger_migrations_depend_on_pgpubsub(project_source: Path) -> None:
     initial = (project_source / "aardvark" / "migrations" / "0001_initial.py").read_text()
 
-    assert "('pgpubsub', '0011_tasks')" in initial  # the latest
+    assert "('pgpubsub', '0012_task_failed_index')" in initial  # the latest
 
 
 def test_migrating_only_an_app_sorted_before_pgpubsub_runs_its_data_migration(

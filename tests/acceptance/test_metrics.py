@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgpubsub
+from testapp import tasks
 from testapp.channels import Task
 from tests.acceptance.conftest import MAX_ATTEMPTS, StartListen
 from tests.support.processes import wait_for
@@ -127,3 +128,31 @@ def test_worker_exits_with_an_error_when_its_metrics_port_is_taken(listen: Start
 
         assert process.wait() == 1
     assert f"Cannot serve metrics on 127.0.0.1:{port}" in process.output()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_metrics_follow_the_tasks_it_runs(listen: StartListen) -> None:
+    port = free_port()
+    process = listen("--worker", "--channels", TASK, "--metrics-port", str(port))
+    process.wait_for_workers(1)
+    tasks.add.enqueue(1, 2)
+    tasks.always_fails.using(queue_name="emails").enqueue("boom")  # two attempts, then FAILED
+
+    def dead_task_counted() -> Samples | None:
+        samples = scrape(port)
+        finished = {"backend": "default", "queue": "emails", "status": "failed"}
+        if samples and value(samples, "pgpubsub_tasks_finished_total", **finished) == 1:
+            return samples
+        return None
+
+    samples = wait_for(dead_task_counted, message="the dead task in the metrics")
+    default = {"backend": "default", "queue": "default"}
+    emails = {"backend": "default", "queue": "emails"}
+    assert value(samples, "pgpubsub_tasks_finished_total", **default, status="successful") == 1
+    assert value(samples, "pgpubsub_tasks_started_total", **default) == 1
+    assert value(samples, "pgpubsub_tasks_started_total", **emails) == 2
+    assert value(samples, "pgpubsub_tasks", **emails, status="failed") == 1
+    assert value(samples, "pgpubsub_tasks", **emails, status="due") == 0
+    assert ("pgpubsub_tasks", tuple(sorted({**default, "status": "successful"}.items()))) not in (
+        samples
+    )

@@ -24,8 +24,8 @@ from pgpubsub.preflight import DatabaseNotReady, require_migrated
 from pgpubsub.queue import retry_failed
 from pgpubsub.registry import registry
 from pgpubsub.replay import ReplayResult, replay
-from pgpubsub.status import StatusReport, collect_status
-from pgpubsub.tasks.models import FAILED, StoredTask
+from pgpubsub.status import StatusReport, TaskQueueStatus, collect_status
+from pgpubsub.tasks.models import StoredTask
 from pgpubsub.tasks.store import retry_failed as retry_failed_tasks
 from pgpubsub.tasks.work import pgpubsub_backends
 
@@ -152,7 +152,9 @@ class Command(BaseCommand):
         status = subcommands.add_parser(
             "status",
             help="Per channel: new, retrying, failed and kept handled notifications, the oldest "
-            "waiting one's age and the listeners; the workers connected; NOTIFY queue usage.",
+            "waiting one's age and the listeners; per task queue (pgpubsub.tasks): due, "
+            "scheduled, running, failed and successful tasks and the oldest due one's age; the "
+            "workers connected; NOTIFY queue usage.",
         )
         status.add_argument("--json", action="store_true", help="Print JSON for machines.")
         status.add_argument(
@@ -165,14 +167,14 @@ class Command(BaseCommand):
             type=float,
             default=None,
             metavar="SECONDS",
-            help="Seconds the oldest waiting notification may wait.",
+            help="Seconds the oldest waiting notification, or due task, may wait.",
         )
         status.add_argument(
             "--max-failed",
             type=int,
             default=None,
             metavar="N",
-            help="Failed notifications allowed per channel.",
+            help="Failed notifications allowed per channel, failed tasks per task queue.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -220,7 +222,7 @@ class Command(BaseCommand):
 
     def _failed_tasks(self, using: str, limit: int) -> None:
         """The FAILED tasks of pgpubsub.tasks, after the notifications (when there are any)."""
-        queryset = StoredTask.objects.using(using).filter(status=FAILED).order_by("id")
+        queryset = StoredTask.objects.using(using).failed().order_by("id")
         total = queryset.count()
         if not total:
             return
@@ -293,8 +295,24 @@ class Command(BaseCommand):
             )
             for listener in status.listeners:
                 self.stdout.write(f"    listener: {listener}")
+        if report.tasks is not None:
+            self._print_task_status(report.tasks)
         self.stdout.write(f"Workers connected: {report.workers_connected}")
         self.stdout.write(f"NOTIFY queue usage: {report.notify_queue_usage:.1%}")
+
+    def _print_task_status(self, queues: list[TaskQueueStatus]) -> None:
+        self.stdout.write(
+            f"{'task queue':<30} {'due':>8} {'scheduled':>9} {'running':>8} {'failed':>7} "
+            f"{'successful':>10} {'oldest due':>10}"
+        )
+        for queue in queues:
+            age = queue.oldest_due_seconds
+            oldest = f"{age:.0f} s" if age is not None else "-"
+            successful = "-" if queue.successful is None else queue.successful
+            self.stdout.write(
+                f"{queue.label:<30} {queue.due:>8} {queue.scheduled:>9} {queue.running:>8} "
+                f"{queue.failed:>7} {successful:>10} {oldest:>10}"
+            )
 
 
 def _replay_summary(channel: str, result: ReplayResult, *, dry_run: bool) -> str:
