@@ -149,6 +149,7 @@ class Worker:
             on_disconnect=self._disconnected,
         )
         self._connected_before = False
+        self._orphan_report = [True]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -285,11 +286,16 @@ class Worker:
         parent = multiprocessing.parent_process()
         if parent is None or parent.is_alive():
             return False
-        if not self.stopping:
-            logger.warning(
-                "The supervising process is gone: stopping", extra={"action": "orphaned"}
-            )
-            self.request_stop()
+        if self.stopping:
+            return True
+        # Checked from the loop and from the kernel's signal, whose handler can run between
+        # any two bytecodes of this one: list.pop() is a single step, so one caller reports.
+        try:
+            self._orphan_report.pop()
+        except IndexError:
+            return True
+        logger.warning("The supervising process is gone: stopping", extra={"action": "orphaned"})
+        self.request_stop()
         return True
 
     # --- messages --------------------------------------------------------------------

@@ -177,3 +177,33 @@ def test_an_error_that_is_not_a_lost_connection_leaves_the_worker(clock: FakeClo
     with pytest.raises(ValueError, match="a bug"):
         worker.run()
     assert connection.closed
+
+
+class _DeadParent:
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_an_orphaned_worker_says_so_once_when_the_kernels_signal_lands_mid_check(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor killed: the worker's loop and its signal handler (the kernel's
+    PR_SET_PDEATHSIG) both notice; the handler may run in the middle of the loop's check."""
+    worker = make_worker(FakeServer(ScriptedConnection(clock)), clock)
+    monkeypatch.setattr("pgpubsub.worker.multiprocessing.parent_process", _DeadParent)
+    reports: list[str] = []
+
+    class SignalDuringTheReport(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reports.append(record.getMessage())
+            if len(reports) == 1:  # the handler runs before the loop's request_stop()
+                worker._stop_gracefully("SIGUSR1")
+
+    handler = SignalDuringTheReport()
+    logging.getLogger("pgpubsub.worker").addHandler(handler)
+    try:
+        assert worker._stop_if_orphaned()
+    finally:
+        logging.getLogger("pgpubsub.worker").removeHandler(handler)
+    assert reports == ["The supervising process is gone: stopping"]
+    assert worker.stopping
